@@ -1,0 +1,46 @@
+"""Categories and booleans as one slot per category, plus ``other`` (DP domains) and missing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from privsynth.data.schema import ColumnSchema
+
+OTHER = "__other__"
+
+
+@dataclass(frozen=True)
+class CategoricalEncoder:
+    """Fitted slots for one categorical or boolean column.
+
+    A domain discovered under DP gets an ``__other__`` slot: categories too rare to pass the DP
+    threshold merge there, and decode as the literal ``__other__``.
+    """
+
+    schema: ColumnSchema
+    categories: tuple[str, ...]
+
+    @property
+    def width(self) -> int:
+        """Slots: categories (with ``__other__`` if any), plus one for missing."""
+        return len(self.categories) + 1
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        """Slot index per row; the last slot means missing."""
+        index = {c: i for i, c in enumerate(self.categories)}
+        other = index.get(OTHER, self.width - 1)
+        return np.fromiter(
+            (self.width - 1 if v is None or v != v else index.get(v, other) for v in values),
+            dtype=np.int64, count=len(values),
+        )
+
+    def decode(self, codes: np.ndarray, rng: np.random.Generator) -> pd.Series:
+        """Category per code; the missing slot gives None. Booleans decode to True/False."""
+        lookup = np.array(list(self.categories) + [None], dtype=object)
+        out = lookup[codes]
+        if self.schema.kind == "boolean":
+            out = np.array([None if v is None else v == "true" for v in out], dtype=object)
+        return pd.Series(out, name=self.schema.name, dtype=object)

@@ -1,0 +1,149 @@
+"""Budget-aware table encoder: every data-dependent fact comes from the policy or a DP mechanism.
+
+The encoded table is a matrix of slot indices, one column per table column; a generator sees it
+as a concatenation of one-hot blocks (one softmax block per column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from privsynth.data.schema import ColumnSchema, TableSchema
+from privsynth.data.table import EPOCH, category_text
+from privsynth.encoding.categorical import OTHER, CategoricalEncoder
+from privsynth.encoding.numeric import NumericEncoder, uniform_edges, value_grid
+from privsynth.policy.model import ColumnPolicy, Policy
+from privsynth.privacy import mechanisms
+from privsynth.privacy.events import PrivacySpend
+
+ColumnEncoder = NumericEncoder | CategoricalEncoder
+
+
+@dataclass(frozen=True)
+class EncodingBudget:
+    """The encoding stage's share of the release budget, split evenly across its mechanisms."""
+
+    epsilon_each: float
+    delta_each: float
+    mechanisms: int
+
+
+def count_encoding_mechanisms(policy: Policy) -> tuple[int, int]:
+    """(mechanisms needing epsilon, of which need delta) for the policy's modelled columns.
+
+    Counted from the policy alone, so the split is fixed before any private value is read.
+    """
+    eps_count = delta_count = 0
+    for rule in policy.columns.values():
+        if not rule.modelled:
+            continue
+        if rule.kind in ("numeric", "integer", "datetime"):
+            eps_count += (rule.bounds == "dp") + (rule.binning == "quantile")
+        elif rule.kind == "categorical" and rule.domain == "dp":
+            eps_count += 1
+            delta_count += 1
+    return eps_count, delta_count
+
+
+def encoding_budget(policy: Policy) -> EncodingBudget:
+    """The per-mechanism epsilon and delta of the encoding stage (zero when nothing is estimated)."""
+    eps_count, delta_count = count_encoding_mechanisms(policy)
+    if eps_count == 0:
+        return EncodingBudget(0.0, 0.0, 0)
+    eps_total = policy.privacy.epsilon * policy.privacy.encoding_share
+    delta_total = policy.privacy.delta * policy.privacy.encoding_share if delta_count else 0.0
+    return EncodingBudget(eps_total / eps_count, delta_total / max(delta_count, 1), eps_count)
+
+
+@dataclass
+class TableEncoder:
+    """Fits per-column encoders under DP and maps a table to slot indices and back."""
+
+    encoders: list[ColumnEncoder]
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, policy: Policy, budget: EncodingBudget,
+            spend: PrivacySpend, rng: np.random.Generator) -> TableEncoder:
+        """Fit from the policy's public facts, paying ``spend`` for anything estimated."""
+        encoders = [
+            _fit_column(name, frame[name], rule, budget, spend, rng)
+            for name, rule in policy.columns.items() if rule.modelled
+        ]
+        return cls(encoders)
+
+    @property
+    def schema(self) -> TableSchema:
+        """The public schema of the modelled table."""
+        return TableSchema(tuple(e.schema for e in self.encoders))
+
+    @property
+    def widths(self) -> list[int]:
+        """Slots per column, in order."""
+        return [e.width for e in self.encoders]
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n_rows, n_columns) matrix of slot indices."""
+        return np.stack([e.encode(frame[e.schema.name]) for e in self.encoders], axis=1)
+
+    def inverse_transform(self, codes: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+        """A table from slot indices (numbers drawn inside their bins)."""
+        return pd.DataFrame({e.schema.name: e.decode(codes[:, i], rng).to_numpy()
+                             for i, e in enumerate(self.encoders)})
+
+
+def _fit_column(name: str, series: pd.Series, rule: ColumnPolicy, budget: EncodingBudget,
+                spend: PrivacySpend, rng: np.random.Generator) -> ColumnEncoder:
+    if rule.kind in ("categorical", "boolean"):
+        return _fit_categorical(name, series, rule, budget, spend, rng)
+    return _fit_numeric(name, series, rule, budget, spend, rng)
+
+
+def _fit_categorical(name, series, rule, budget, spend, rng) -> CategoricalEncoder:
+    if rule.kind == "boolean":
+        schema = ColumnSchema(name, "boolean", domain=("false", "true"), domain_source="policy")
+        return CategoricalEncoder(schema, ("false", "true"))
+    if rule.domain == "dp":
+        kept, _, charge = mechanisms.threshold_domain(
+            series.to_numpy(dtype=object), budget.epsilon_each, budget.delta_each, rng,
+            column=name)
+        spend.add(charge)
+        categories = (*kept, OTHER)
+        schema = ColumnSchema(name, "categorical", domain=categories, domain_source="dp")
+        return CategoricalEncoder(schema, categories)
+    categories = tuple(dict.fromkeys(category_text(v) for v in rule.domain))
+    schema = ColumnSchema(name, "categorical", domain=categories, domain_source="policy")
+    return CategoricalEncoder(schema, categories)
+
+
+def _fit_numeric(name, series, rule, budget, spend, rng) -> NumericEncoder:
+    values = series.to_numpy(dtype=float)
+    if rule.bounds == "dp":
+        bounds, charge = mechanisms.dp_bounds(values, budget.epsilon_each, rng, column=name)
+        spend.add(charge)
+        source = "dp"
+    else:
+        bounds = tuple(_model_number(v, rule.kind) for v in rule.bounds)
+        source = "policy"
+    schema = ColumnSchema(name, rule.kind, bounds=bounds, bounds_source=source)
+    grid = value_grid(schema)
+    if rule.binning == "quantile":
+        # Clip to the bounds first: top and bottom coding is part of the public rule.
+        noisy, charge = mechanisms.laplace_histogram(
+            np.clip(values, *bounds), grid, budget.epsilon_each, rng, column=name)
+        spend.add(charge)
+        mass = np.clip(noisy, 0.0, None)
+        edges = mechanisms.quantile_edges_from_histogram(grid, mass, rule.bins)
+    else:
+        mass = np.zeros(len(grid) - 1)
+        edges = uniform_edges(grid, rule.bins)
+    return NumericEncoder(schema, edges, grid, mass)
+
+
+def _model_number(value, kind: str) -> float:
+    if kind == "datetime":
+        return float((pd.Timestamp(str(value)) - EPOCH) / pd.Timedelta(days=1))
+    return float(value)
+

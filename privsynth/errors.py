@@ -1,0 +1,56 @@
+"""Typed errors. Messages name columns, files and counts, never a cell value of private data."""
+
+from __future__ import annotations
+
+
+class PrivsynthError(Exception):
+    """Base class of every error privsynth raises on purpose."""
+
+
+class PolicyError(PrivsynthError):
+    """A policy file is invalid. ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[str], source: str = "<policy>") -> None:
+        self.problems = list(problems)
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s) in the policy:\n{lines}")
+
+
+class DataError(PrivsynthError):
+    """The input table does not match what the policy declares, or cannot be read."""
+
+
+class IdentifierError(DataError):
+    """A column looks like a direct identifier and the policy gives it no rule."""
+
+
+class PrivacyError(PrivsynthError):
+    """A privacy parameter is unsafe or impossible (e.g. delta too large, sigma of zero)."""
+
+
+class BudgetExceededError(PrivsynthError):
+    """The ledger refuses a charge: the dataset's remaining budget is too small."""
+
+    def __init__(self, dataset: str, requested: float, remaining: float) -> None:
+        self.dataset = dataset
+        self.requested = requested
+        self.remaining = remaining
+        super().__init__(
+            f"budget for dataset '{dataset}' exceeded: Requested ε={requested:.6g}, "
+            f"Remaining ε={remaining:.6g}, Difference ε={requested - remaining:.6g}. "
+            "Lower privacy.epsilon in the policy, or raise budget.total_epsilon if the "
+            "privacy officer approves."
+        )
+
+
+class LedgerError(PrivsynthError):
+    """The ledger cannot be opened, or its hash chain does not verify."""
+
+
+class AuditError(PrivsynthError):
+    """An audit attack could not run. The gate treats this as a block, never as a pass."""
+
+
+class GateBlocked(PrivsynthError):
+    """Raised by callers who want an exception when the gate blocks a release."""

@@ -1,0 +1,66 @@
+"""The contract every generator backend follows (scikit-learn style: ``fit`` returns self)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from privsynth.generators.dp_sgd import DPSGDConfig
+from privsynth.privacy.events import Charge
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+class Generator(ABC):
+    """Learns from slot-index codes under DP-SGD and samples new codes.
+
+    ``fit(codes, widths, config, rng, device)`` trains on an (N, C) integer matrix whose column
+    j holds slot indices below ``widths[j]``; it records its DP-SGD charge in ``charges_``.
+    ``sample(n, generator)`` returns an (n, C) integer matrix of the same form.
+    """
+
+    name: str = "base"
+    charges_: list[Charge]
+
+    @abstractmethod
+    def fit(self, codes: np.ndarray, widths: list[int], config: DPSGDConfig, *,
+            generator: torch.Generator, device: torch.device,
+            progress: ProgressFn | None = None) -> Generator:
+        """Train under DP-SGD at the config's epsilon and delta."""
+
+    @abstractmethod
+    def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
+        """Draw ``n`` synthetic rows as slot indices."""
+
+
+def one_hot_blocks(codes: torch.Tensor, offsets: torch.Tensor, total: int) -> torch.Tensor:
+    """(B, C) slot indices to a (B, total) concatenation of one-hot blocks, on codes' device."""
+    out = torch.zeros(codes.shape[0], total, device=codes.device)
+    out.scatter_(1, codes + offsets, 1.0)
+    return out
+
+
+def block_offsets(widths: list[int]) -> list[int]:
+    """Start of each block in the concatenated one-hot vector."""
+    return [int(x) for x in np.concatenate([[0], np.cumsum(widths)[:-1]])]
+
+
+def sample_blocks(logits: torch.Tensor, widths: list[int], generator: torch.Generator) -> torch.Tensor:
+    """Draw one slot per block from softmax(logits) with ``generator``; returns (B, C) indices."""
+    picks = []
+    for block in torch.split(logits, widths, dim=1):
+        probs = torch.softmax(block.float(), dim=1)
+        picks.append(torch.multinomial(probs, 1, generator=generator).squeeze(1))
+    return torch.stack(picks, dim=1)
+
+
+def block_cross_entropy(logits: torch.Tensor, codes: torch.Tensor, widths: list[int]) -> torch.Tensor:
+    """Per-row sum over blocks of the cross-entropy of the true slot: shape (B,)."""
+    total = torch.zeros(logits.shape[0], device=logits.device)
+    for j, block in enumerate(torch.split(logits, widths, dim=1)):
+        logp = torch.log_softmax(block, dim=1)
+        total = total - logp.gather(1, codes[:, j : j + 1]).squeeze(1)
+    return total

@@ -1,0 +1,130 @@
+"""DP-SGD with Opacus: the only module that imports Opacus' training machinery.
+
+Privacy-relevant choices, each matched by the accounting:
+
+* **Poisson sampling by mask on the device.** Each step keeps every row independently with
+  probability q = E[B] / N (N counted here), so batch sizes are Binomial(N, q), as the
+  subsampled-Gaussian accountant assumes. No DataLoader, no shuffling.
+* **Fixed number of steps.** sigma is calibrated before training for exactly ``steps`` steps;
+  the accountant is told each step that ran.
+* **Per-sample clipping and noise** by Opacus' ``GradSampleModule`` and ``DPOptimizer``. The
+  loss is summed per sample and the optimizer divides by E[B] (not by the realised batch size,
+  which would leak it), so the update is (Σ clip(g_i) + N(0, σ²C²)) / E[B].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from opacus import GradSampleModule
+from opacus.optimizers import DPOptimizer
+
+from privsynth.errors import PrivacyError
+from privsynth.privacy.accounting import calibrate_sigma, dpsgd_charge, make_accountant
+from privsynth.privacy.events import Charge
+
+
+@dataclass(frozen=True)
+class DPSGDConfig:
+    """What the policy allots to training. ``expected_batch_size`` sets q = E[B] / N."""
+
+    epsilon: float
+    delta: float
+    expected_batch_size: int
+    epochs: float
+    max_grad_norm: float
+    learning_rate: float
+    accountant: str = "prv"
+
+
+@dataclass(frozen=True)
+class DPSGDPlan:
+    """The exact accountant inputs, fixed before training: sigma, q, steps, N."""
+
+    n_rows: int
+    sample_rate: float
+    steps: int
+    noise_multiplier: float
+
+    @classmethod
+    def calibrate(cls, config: DPSGDConfig, n_rows: int) -> DPSGDPlan:
+        """Choose q and steps from the config, then the smallest sigma meeting its epsilon."""
+        if n_rows < 2:
+            raise PrivacyError("DP-SGD needs at least 2 training rows")
+        q = min(1.0, config.expected_batch_size / n_rows)
+        steps = max(1, math.ceil(config.epochs / q))
+        sigma = calibrate_sigma(epsilon=config.epsilon, delta=config.delta, q=q, steps=steps,
+                                accountant=config.accountant)
+        return cls(n_rows, q, steps, sigma)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for ``cuda`` without it is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PrivacyError(
+            "generator.device is 'cuda' but no CUDA device is available to PyTorch; "
+            "use 'auto' or 'cpu', or install a CUDA build of torch"
+        )
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class DPSGDTrainer:
+    """Trains one ``torch.nn.Module`` with DP-SGD on rows held in a device tensor.
+
+    ``loss_fn(module, rows)`` must return one loss per row (shape ``[B]``); the trainer sums it.
+    """
+
+    def __init__(self, module: torch.nn.Module, plan: DPSGDPlan, config: DPSGDConfig, *,
+                 generator: torch.Generator, device: torch.device,
+                 optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam) -> None:
+        self.plan = plan
+        self.config = config
+        self.device = device
+        self.generator = generator
+        self.module = GradSampleModule(module.to(device), batch_first=True, loss_reduction="sum")
+        self.optimizer = DPOptimizer(
+            optimizer(self.module.parameters(), lr=config.learning_rate),
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=config.max_grad_norm,
+            expected_batch_size=max(1, round(plan.sample_rate * plan.n_rows)),
+            loss_reduction="mean",
+            generator=generator,
+        )
+        self.accountant = make_accountant(config.accountant)
+        self.steps_done = 0
+
+    def poisson_mask(self) -> torch.Tensor:
+        """A boolean mask over all N rows: each row in with probability q, independently."""
+        draws = torch.rand(self.plan.n_rows, generator=self.generator, device=self.device)
+        return draws < self.plan.sample_rate
+
+    def step(self, data: torch.Tensor,
+             loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]) -> float:
+        """One DP-SGD step on a fresh Poisson batch of ``data``. Returns the batch's mean loss."""
+        if self.steps_done >= self.plan.steps:
+            raise PrivacyError("the planned number of DP-SGD steps has run; no more are accounted")
+        batch = data[self.poisson_mask()]
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = loss_fn(self.module, batch)
+        losses.sum().backward()
+        self.optimizer.step()
+        self.accountant.step(noise_multiplier=self.plan.noise_multiplier,
+                             sample_rate=self.plan.sample_rate)
+        self.steps_done += 1
+        return float(losses.detach().mean()) if len(batch) else float("nan")
+
+    def charge(self) -> Charge:
+        """The record of what ran: sigma, q and the steps actually taken."""
+        return dpsgd_charge(sigma=self.plan.noise_multiplier, q=self.plan.sample_rate,
+                            steps=self.steps_done, delta=self.config.delta,
+                            accountant=self.config.accountant,
+                            max_grad_norm=self.config.max_grad_norm)
+
+    def unwrapped(self) -> torch.nn.Module:
+        """The trained module without Opacus hooks (for sampling and saving)."""
+        return self.module._module

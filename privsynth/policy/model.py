@@ -1,0 +1,238 @@
+"""The policy: a frozen, validated description of one kind of release.
+
+Everything a policy declares is *public knowledge* (bounds, category domains, formats) and costs
+no privacy budget. Anything the policy leaves to be estimated (``bounds: dp``, ``domain: dp``,
+``binning: quantile``) is estimated with a differentially private mechanism paid from the
+release's epsilon.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ColumnKind = Literal["numeric", "integer", "categorical", "boolean", "datetime"]
+Scalar = str | int | float | bool
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Generalize(_Frozen):
+    """How a ``rule: generalize`` column is coarsened before anything else sees it.
+
+    ``to`` is one of: ``year``/``month`` (datetime), ``zip3`` (US ZIP to its first three digits,
+    restricted areas suppressed), ``bands`` (number to the band edges in ``edges``), ``map``
+    (category to a coarser group through ``mapping``), ``topcode`` (numbers above ``above`` set
+    to ``above``, e.g. ages over 89 to 90).
+    """
+
+    to: Literal["year", "month", "zip3", "bands", "map", "topcode"]
+    edges: list[float] | None = None
+    mapping: dict[str, str] | None = None
+    above: float | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> Generalize:
+        if self.to == "bands" and not self.edges:
+            raise ValueError("generalize.to 'bands' needs 'edges', e.g. edges: [0, 18, 65, 120]")
+        if self.to == "map" and not self.mapping:
+            raise ValueError("generalize.to 'map' needs 'mapping', e.g. mapping: {a: group1}")
+        if self.to == "topcode" and self.above is None:
+            raise ValueError("generalize.to 'topcode' needs 'above', e.g. above: 89")
+        return self
+
+
+class ColumnPolicy(_Frozen):
+    """The rule for one column.
+
+    * ``rule``: ``keep`` (model it), ``drop`` (never read beyond its name), ``generalize``
+      (coarsen, then model), ``pseudonymize`` (never model it; the output gets fresh random
+      identifiers of the same shape).
+    * ``kind``: required unless the column is dropped or pseudonymized.
+    * ``bounds``: public ``[low, high]`` (numbers, or ISO dates for datetime) or ``dp``.
+      Values outside public bounds are clipped (top and bottom coding).
+    * ``domain``: the public list of categories, or ``dp`` to discover it with a DP threshold
+      mechanism. ``unknown`` says what to do with a value outside a declared domain.
+    * ``binning``: ``quantile`` (DP quantiles, paid from epsilon) or ``uniform`` (free).
+    """
+
+    rule: Literal["keep", "drop", "generalize", "pseudonymize"] = "keep"
+    kind: ColumnKind | None = None
+    bounds: tuple[Scalar, Scalar] | Literal["dp"] | None = None
+    domain: list[Scalar] | Literal["dp"] | None = None
+    unknown: Literal["error", "missing"] = "error"
+    binning: Literal["quantile", "uniform"] = "quantile"
+    bins: Annotated[int, Field(ge=2, le=256)] = 20
+    generalize: Generalize | None = None
+    identifier: bool = False
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnPolicy:
+        modelled = self.rule in ("keep", "generalize")
+        if modelled and self.kind is None:
+            raise ValueError(
+                "a kept column needs 'kind' (numeric, integer, categorical, boolean, datetime)"
+            )
+        if self.rule == "generalize" and self.generalize is None:
+            raise ValueError("rule 'generalize' needs a 'generalize:' block saying how")
+        if self.kind in ("numeric", "integer", "datetime") and modelled and self.bounds is None:
+            raise ValueError("a numeric or datetime column needs 'bounds: [low, high]' or 'bounds: dp'")
+        if self.kind == "categorical" and modelled and self.domain is None:
+            raise ValueError("a categorical column needs 'domain: [...]' or 'domain: dp'")
+        if isinstance(self.bounds, tuple) and self.kind in ("numeric", "integer"):
+            low, high = self.bounds
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+                raise ValueError("numeric bounds must be two numbers [low, high]")
+            if not low < high:
+                raise ValueError("bounds must satisfy low < high")
+        if isinstance(self.bounds, tuple) and self.kind == "datetime":
+            try:
+                low, high = (_to_datetime(v) for v in self.bounds)
+            except ValueError as exc:
+                raise ValueError(f"datetime bounds must be ISO dates: {exc}") from None
+            if not low < high:
+                raise ValueError("bounds must satisfy low < high")
+        if isinstance(self.domain, list) and len(set(map(str, self.domain))) != len(self.domain):
+            raise ValueError("domain lists a category twice")
+        return self
+
+    @property
+    def modelled(self) -> bool:
+        """True when the generator learns this column."""
+        return self.rule in ("keep", "generalize")
+
+
+def _to_datetime(value: Scalar) -> dt.datetime:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected an ISO date string")
+    return dt.datetime.fromisoformat(str(value))
+
+
+class BudgetPolicy(_Frozen):
+    """The total epsilon one source dataset may ever spend, across all releases."""
+
+    total_epsilon: Annotated[float, Field(gt=0)]
+    ledger: str | None = None
+    composition: Literal["sum", "accountant"] = "sum"
+
+
+class PrivacyPolicy(_Frozen):
+    """Epsilon and delta for one release, and how they are split between stages."""
+
+    epsilon: Annotated[float, Field(gt=0, le=100)]
+    delta: Annotated[float, Field(gt=0, lt=1e-2)] = 1e-6
+    accountant: Literal["prv", "rdp"] = "prv"
+    encoding_share: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    unit: Literal["row"] = "row"
+
+
+class GeneratorPolicy(_Frozen):
+    """Which generator, and its DP-SGD settings. ``batch_size`` is the *expected* Poisson batch."""
+
+    backend: Literal["vae", "gan"] = "vae"
+    epochs: Annotated[float, Field(gt=0, le=1000)] = 30
+    batch_size: Annotated[int, Field(ge=8)] = 1024
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    learning_rate: Annotated[float, Field(gt=0)] = 2e-3
+    hidden: list[Annotated[int, Field(ge=4)]] = Field(default_factory=lambda: [256, 256])
+    latent_dim: Annotated[int, Field(ge=2)] = 32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Thresholds(_Frozen):
+    """Upper limits on audit risks. A release passes only if every upper bound is below."""
+
+    exact_copy_rate: Annotated[float, Field(ge=0, le=1)] = 0.001
+    dcr_share: Annotated[float, Field(ge=0.5, le=1)] = 0.56
+    mia_auc: Annotated[float, Field(ge=0.5, le=1)] = 0.6
+    unique_qi_copy_rate: Annotated[float, Field(ge=0, le=1)] = 0.001
+    singling_out_risk: Annotated[float, Field(ge=0, le=1)] = 0.1
+    linkability_risk: Annotated[float, Field(ge=0, le=1)] = 0.1
+    inference_risk: Annotated[float, Field(ge=0, le=1)] = 0.2
+
+
+class AuditPolicy(_Frozen):
+    """How the release is audited before anything leaves."""
+
+    holdout_fraction: Annotated[float, Field(gt=0.05, lt=0.95)] = 0.5
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    quasi_identifiers: list[str] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)
+    linkability_aux: tuple[list[str], list[str]] | None = None
+    target: str | None = None
+    attacks: list[
+        Literal["exact_copy", "dcr", "mia", "unique_qi", "singling_out", "linkability", "inference"]
+    ] = Field(default_factory=lambda: ["exact_copy", "dcr", "mia", "unique_qi", "singling_out"])
+    anonymeter_attacks: Annotated[int, Field(ge=10)] = 500
+    require_dp_claim: bool = True
+    timeout_s: Annotated[float, Field(gt=0)] = 600
+
+
+class DatasetPolicy(_Frozen):
+    """Names the population. The ledger keys on the content fingerprint; this id rides along."""
+
+    id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+    description: str | None = None
+
+
+class Policy(_Frozen):
+    """A whole release policy, as loaded from a YAML file."""
+
+    version: Literal[1] = 1
+    name: Annotated[str, Field(min_length=1)]
+    description: str | None = None
+    dataset: DatasetPolicy
+    privacy: PrivacyPolicy
+    budget: BudgetPolicy
+    generator: GeneratorPolicy = Field(default_factory=GeneratorPolicy)
+    columns: dict[str, ColumnPolicy]
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)
+    seed: int | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _some_columns(cls, value: dict[str, ColumnPolicy]) -> dict[str, ColumnPolicy]:
+        if not any(c.modelled for c in value.values()):
+            raise ValueError("at least one column must be kept (rule keep or generalize)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Policy:
+        modelled = {n for n, c in self.columns.items() if c.modelled}
+        named = list(self.audit.quasi_identifiers) + list(self.audit.secrets)
+        if self.audit.target:
+            named.append(self.audit.target)
+        if self.audit.linkability_aux:
+            named += self.audit.linkability_aux[0] + self.audit.linkability_aux[1]
+        missing = sorted({n for n in named if n not in modelled})
+        if missing:
+            raise ValueError(
+                f"audit names column(s) {missing} that are not kept columns of the policy"
+            )
+        if self.privacy.epsilon > self.budget.total_epsilon:
+            raise ValueError(
+                "privacy.epsilon is larger than budget.total_epsilon: no release could ever run"
+            )
+        return self
+
+    @property
+    def dev_mode(self) -> bool:
+        """A seed makes runs reproducible; without one noise comes from OS entropy."""
+        return self.seed is not None
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON form: two policies with equal meaning share a digest."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy file, for editors and CI linters."""
+    return Policy.model_json_schema()
