@@ -161,3 +161,25 @@ def _no_bad(name: str, bad: pd.Series, what: str, alternative: str) -> None:
         raise DataError(
             f"column '{name}': {count} value(s) are not {what}; fix the data, or {alternative}"
         )
+
+
+def to_model_space(frame: pd.DataFrame, schema) -> pd.DataFrame:
+    """Bring a table (e.g. decoded synthetic rows) to model space: numbers and dates as float
+    (dates in days since the epoch), categories and booleans as text or None.
+    """
+    out = {}
+    for column in schema.columns:
+        series = frame[column.name]
+        if column.kind == "datetime":
+            stamps = pd.to_datetime(series, errors="coerce")
+            out[column.name] = ((stamps - EPOCH) / pd.Timedelta(days=1)).astype(float)
+        elif column.is_numeric:
+            out[column.name] = pd.to_numeric(series, errors="coerce").astype(float)
+        elif column.kind == "boolean":
+            out[column.name] = series.map(
+                lambda v: None if v is None or v != v else str(v).strip().lower()
+                in _TRUE and "true" or "false")
+        else:
+            out[column.name] = series.map(lambda v: None if v is None or v != v
+                                          else category_text(v)).astype(object)
+    return pd.DataFrame(out, index=frame.index)

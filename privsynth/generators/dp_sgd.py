@@ -7,20 +7,26 @@ Privacy-relevant choices, each matched by the accounting:
   subsampled-Gaussian accountant assumes. No DataLoader, no shuffling.
 * **Fixed number of steps.** sigma is calibrated before training for exactly ``steps`` steps;
   the accountant is told each step that ran.
-* **Per-sample clipping and noise** by Opacus' ``GradSampleModule`` and ``DPOptimizer``. The
-  loss is summed per sample and the optimizer divides by E[B] (not by the realised batch size,
-  which would leak it), so the update is (Σ clip(g_i) + N(0, σ²C²)) / E[B].
+* **Per-sample clipping by ghost clipping** (Opacus ``GradSampleModuleFastGradientClipping``):
+  a first backward pass computes each row's gradient norm without materialising per-sample
+  gradients (exact for linear layers: ||a_i||·||g_i||), a second backward pass sums the
+  gradients of the rows' losses scaled by min(1, C/||g_i||). Measured on this 2-core CPU it is
+  ~15-90x faster than materialised per-sample gradients for the shipped MLPs (``benchmarks/``).
+* **Noise** by Opacus' ``DPOptimizerFastGradientClipping``. The optimizer divides by E[B] (not
+  by the realised batch size, which would leak it), so the update direction is
+  (Σ clip(g_i) + N(0, σ²C²)) / E[B].
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer
+from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizerFastGradientClipping
 
 from privsynth.errors import PrivacyError
 from privsynth.privacy.accounting import calibrate_sigma, dpsgd_charge, make_accountant
@@ -86,8 +92,11 @@ class DPSGDTrainer:
         self.config = config
         self.device = device
         self.generator = generator
-        self.module = GradSampleModule(module.to(device), batch_first=True, loss_reduction="sum")
-        self.optimizer = DPOptimizer(
+        self.module = GradSampleModuleFastGradientClipping(
+            module.to(device), batch_first=True, loss_reduction="sum",
+            max_grad_norm=config.max_grad_norm, use_ghost_clipping=True,
+        )
+        self.optimizer = DPOptimizerFastGradientClipping(
             optimizer(self.module.parameters(), lr=config.learning_rate),
             noise_multiplier=plan.noise_multiplier,
             max_grad_norm=config.max_grad_norm,
@@ -111,12 +120,29 @@ class DPSGDTrainer:
         batch = data[self.poisson_mask()]
         self.optimizer.zero_grad(set_to_none=True)
         losses = loss_fn(self.module, batch)
-        losses.sum().backward()
+        self._clipped_backward(losses)
         self.optimizer.step()
         self.accountant.step(noise_multiplier=self.plan.noise_multiplier,
                              sample_rate=self.plan.sample_rate)
         self.steps_done += 1
         return float(losses.detach().mean()) if len(batch) else float("nan")
+
+    def _clipped_backward(self, losses: torch.Tensor) -> None:
+        """Leave Σ_i min(1, C/||g_i||)·g_i in ``.grad`` (two passes; see the module docstring)."""
+        self.module.enable_hooks()
+        with warnings.catch_warnings():
+            # Opacus' hooks fire on module outputs when inputs need no grad: expected here.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            self._two_passes(losses)
+
+    def _two_passes(self, losses: torch.Tensor) -> None:
+        losses.sum().backward(retain_graph=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        coefficients = self.module.get_clipping_coef().to(losses.device)
+        self.last_norms = self.module.per_sample_gradient_norms
+        self.module.disable_hooks()
+        (coefficients.detach() * losses).sum().backward()
+        self.module.enable_hooks()
 
     def charge(self) -> Charge:
         """The record of what ran: sigma, q and the steps actually taken."""

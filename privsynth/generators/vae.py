@@ -35,23 +35,24 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 class VAEModule(nn.Module):
     """Encoder q(z|x) and decoder p(x|z). ``forward`` returns each row's negative ELBO."""
 
-    def __init__(self, widths: list[int], hidden: list[int], latent_dim: int) -> None:
+    def __init__(self, widths: list[int], hidden: list[int], latent_dim: int,
+                 kl_weight: float = 1.0) -> None:
         super().__init__()
+        self.kl_weight = kl_weight
         self.widths = list(widths)
         self.latent_dim = latent_dim
         total = sum(widths)
         self.encoder = mlp([total, *hidden, 2 * latent_dim])
         self.decoder = mlp([latent_dim, *hidden[::-1], total])
-        self.register_buffer("offsets", torch.tensor(block_offsets(widths)), persistent=False)
 
-    def forward(self, codes: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        x = one_hot_blocks(codes, self.offsets, sum(self.widths))
+    def forward(self, x: torch.Tensor, codes: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Negative ELBO per row of one-hot ``x`` (whose slot indices are ``codes``)."""
         mu, log_var = self.encoder(x).chunk(2, dim=1)
         log_var = log_var.clamp(-8.0, 8.0)
         z = mu + noise * torch.exp(0.5 * log_var)
         reconstruction = block_cross_entropy(self.decoder(z), codes, self.widths)
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=1)
-        return reconstruction + kl
+        return reconstruction + self.kl_weight * kl
 
 
 class DPVAE(Generator):
@@ -59,22 +60,26 @@ class DPVAE(Generator):
 
     name = "vae"
 
-    def __init__(self, *, hidden: list[int] | None = None, latent_dim: int = 32) -> None:
+    def __init__(self, *, hidden: list[int] | None = None, latent_dim: int = 32,
+                 kl_weight: float = 1.0) -> None:
         self.hidden = list(hidden or [256, 256])
         self.latent_dim = latent_dim
+        self.kl_weight = kl_weight
 
     def fit(self, codes: np.ndarray, widths: list[int], config: DPSGDConfig, *,
             generator: torch.Generator, device: torch.device,
             progress: ProgressFn | None = None) -> DPVAE:
         """Train on slot indices under DP-SGD; records the charge in ``charges_``."""
         data = torch.as_tensor(codes, dtype=torch.long, device=device)
-        module = VAEModule(widths, self.hidden, self.latent_dim)
+        module = VAEModule(widths, self.hidden, self.latent_dim, self.kl_weight)
         plan = DPSGDPlan.calibrate(config, len(data))
         trainer = DPSGDTrainer(module, plan, config, generator=generator, device=device)
 
+        offsets = torch.tensor(block_offsets(widths), device=device)
+
         def loss_fn(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
             noise = torch.randn(len(batch), self.latent_dim, generator=generator, device=device)
-            return model(batch, noise)
+            return model(one_hot_blocks(batch, offsets, sum(widths)), batch, noise)
 
         for step in range(plan.steps):
             loss = trainer.step(data, loss_fn)

@@ -1,0 +1,148 @@
+"""The ``privsynth`` command: a thin layer over the library. Exit codes carry meaning:
+
+0 released (or check passed), 2 blocked by the audit gate, 1 error (nothing released).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from privsynth.errors import PrivsynthError
+
+EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
+
+app = typer.Typer(help="Differentially private synthetic tables, gated by an audit.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+policy_app = typer.Typer(help="Write and check release policies.", no_args_is_help=True)
+budget_app = typer.Typer(help="The privacy-budget ledger.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(budget_app, name="budget")
+console = Console(stderr=True)
+DEMO_DATA = Path(__file__).parent / "demo" / "adult.csv.gz"
+
+
+def main() -> None:
+    """Entry point of the ``privsynth`` script."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    app()
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(EXIT_ERROR)
+
+
+# ---------------------------------------------------------------- release
+
+
+@app.command()
+def release(
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet table (private).")],
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the release bundle.")],
+    ledger: Annotated[str | None, typer.Option(help="Ledger file or postgresql:// URL.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    audits: Annotated[Path, typer.Option(help="Where audit reports are copied.")] = Path("audits"),
+) -> None:
+    """Train a DP generator, sample, audit, gate, and write the release bundle."""
+    from privsynth.pipeline import synthesize  # noqa: PLC0415 (keeps `--help` fast)
+    from privsynth.policy.loader import load_policy  # noqa: PLC0415
+
+    try:
+        loaded = load_policy(policy)
+        with _training_progress() as progress:
+            task = progress.add_task("DP training", total=None)
+
+            def report(step: int, total: int, loss: float) -> None:
+                progress.update(task, completed=step, total=total,
+                                description=f"DP training (loss {loss:.2f})")
+
+            result = synthesize(data, loaded, policy_path=policy, ledger=ledger, device=device,
+                                progress=report)
+        bundle = result.write(out, audits_dir=audits)
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
+    _summary(result, bundle)
+    raise typer.Exit(EXIT_OK if result.passed else EXIT_BLOCKED)
+
+
+def _training_progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total} steps"), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
+def _summary(result, bundle: Path) -> None:
+    privacy = result.manifest["privacy"]
+    verdict = "[bold green]RELEASED[/]" if result.passed else "[bold red]BLOCKED[/]"
+    console.print(f"\n{verdict}  release {result.release_id}")
+    console.print(f"  ε = {privacy['epsilon']:.4f} (allotted {privacy['epsilon_allotted']}), "
+                  f"δ = {privacy['delta']:.2e}; dataset has now spent "
+                  f"ε = {privacy['dataset_epsilon_spent_after']:.4f}")
+    for check in result.decision.checks:
+        mark = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
+        console.print(f"  {mark}  {check.name}: {_check_text(check)}")
+    for reason in result.decision.reasons:
+        console.print(f"  [red]reason:[/] {reason}")
+    where = "public/synthetic.csv" if result.passed else "internal/report.html (no data written)"
+    console.print(f"  bundle: {bundle}  →  {where}")
+
+
+def _check_text(check) -> str:
+    upper = getattr(check, "upper", None)
+    threshold = getattr(check, "threshold", None)
+    if upper is None or threshold is None:
+        return str(getattr(check, "detail", ""))
+    return f"upper bound {upper:.4f} vs threshold {threshold:.4f}"
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("releases/adult-demo"),
+    ledger: Annotated[str, typer.Option(help="Ledger for the demo.")] = ".privsynth/ledger.sqlite",
+) -> None:
+    """Release the bundled UCI Adult table under policies/adult-demo.yaml (ε = 1)."""
+    policy = Path(__file__).parent / "demo" / "adult-demo.yaml"
+    release(DEMO_DATA, policy, out, ledger=ledger, device=None, audits=Path("audits"))
+
+
+@app.command()
+def verify(bundle: Annotated[Path, typer.Argument(help="A release bundle folder.")]) -> None:
+    """Check a bundle: file hashes match the manifest, and ε recomputes from its inputs."""
+    from privsynth.release.verify import verify_bundle  # noqa: PLC0415
+
+    problems = verify_bundle(bundle)
+    for problem in problems:
+        console.print(f"[red]problem:[/] {problem}")
+    if problems:
+        raise typer.Exit(EXIT_ERROR)
+    console.print(f"[green]ok[/] {bundle}: hashes match; ε recomputes from the manifest")
+
+
+# ---------------------------------------------------------------- policy
+
+
+@policy_app.command("check")
+def policy_check(policies: Annotated[list[Path], typer.Argument(help="Policy files.")]) -> None:
+    """Validate policy files; print every problem with its line; exit 1 on any."""
+    from privsynth.policy.loader import load_policy  # noqa: PLC0415
+
+    failed = False
+    for path in policies:
+        try:
+            loaded = load_policy(path)
+        except PrivsynthError as exc:
+            failed = True
+            console.print(f"[red]{exc}[/]")
+            continue
+        console.print(f"[green]ok[/] {path}: policy '{loaded.name}', ε={loaded.privacy.epsilon}, "
+                      f"δ={loaded.privacy.delta:g}, budget ε={loaded.budget.total_epsilon}")
+    raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
