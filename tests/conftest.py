@@ -1,0 +1,33 @@
+"""Shared fixtures: small real tables from ../shared/datasets (skipped where absent) and the
+bundled Adult demo table, which ships with the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+DEMO = ROOT / "privsynth" / "demo"
+
+
+@pytest.fixture(scope="session")
+def adult() -> pd.DataFrame:
+    """The bundled UCI Adult table (48,842 rows)."""
+    return pd.read_csv(DEMO / "adult.csv.gz", na_values=["?"], skipinitialspace=True)
+
+
+@pytest.fixture(scope="session")
+def adult_policy_path() -> Path:
+    """The shipped demo policy."""
+    return ROOT / "policies" / "adult-demo.yaml"
+
+
+def shared_table(name: str) -> pd.DataFrame:
+    """A table from ../shared/datasets, or skip the test with the reason."""
+    path = SHARED / f"{name}.csv.gz"
+    if not path.exists():
+        pytest.skip(f"{path} is not present on this machine")
+    return pd.read_csv(path)
