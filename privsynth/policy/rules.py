@@ -15,7 +15,8 @@ from privsynth.policy.model import Generalize
 # Three-digit ZIP areas with 20,000 or fewer people (HHS Safe Harbor guidance, 2000 census);
 # Safe Harbor requires them to be replaced by 000.
 RESTRICTED_ZIP3 = frozenset(
-    "036 059 063 102 203 556 692 790 821 823 830 831 878 879 884 890 893".split()
+    ["036", "059", "063", "102", "203", "556", "692", "790", "821", "823", "830", "831", "878",
+     "879", "884", "890", "893"]
 )
 
 
@@ -29,6 +30,7 @@ def apply_generalization(series: pd.Series, spec: Generalize, name: str) -> pd.S
             return dates.dt.year.astype("Float64").astype(float)
         return dates.dt.to_period("M").dt.to_timestamp().where(dates.notna())
     if spec.to == "zip3":
+        series = _zip_text(series)
         text = series.astype(str).str.extract(r"^\s*(\d{3})\d{0,2}(?:-\d{4})?\s*$")[0]
         _check(name, present & text.isna(), "US ZIP codes")
         text = text.where(~text.isin(RESTRICTED_ZIP3), "000")
@@ -50,6 +52,18 @@ def apply_generalization(series: pd.Series, spec: Generalize, name: str) -> pd.S
     unmapped = present & ~text.isin(mapping)
     _check(name, unmapped, "keys of the mapping")
     return text.map(mapping, na_action="ignore")
+
+
+def _zip_text(series: pd.Series) -> pd.Series:
+    """ZIP codes read as numbers (a CSV reader drops leading zeros: 02139 -> 2139) back to text."""
+    if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+        return series
+    numbers = pd.to_numeric(series, errors="coerce")
+    whole = numbers.notna() & (numbers % 1 == 0) & (numbers >= 0) & (numbers < 100000)
+    text = series.astype(object)
+    padded = numbers[whole].astype("int64").astype(str).str.zfill(5)
+    text[whole] = padded
+    return text
 
 
 def _fmt(x: float) -> str:
