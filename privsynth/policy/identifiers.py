@@ -101,6 +101,10 @@ _NAME_RULES: list[tuple[str, str]] = [
     ("free_text", r"(notes?|comments?|free_?text|remarks?|narrative|message|body)"),
 ]
 _NAME_PATTERNS = [(kind, re.compile(rf"^{rx}$")) for kind, rx in _NAME_RULES]
+# Kinds whose word is an identifier even after a prefix (``contact_email``, ``patient_mrn``);
+# not ``name`` (``drug_name``) nor ``date`` (``report_date``).
+_TAIL_KINDS = frozenset({"email", "phone", "ssn", "card", "iban", "record", "address", "zip",
+                         "birth_date", "ip", "url", "device", "vehicle"})
 
 _EMAIL = r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 _SSN = r"\d{3}-\d{2}-\d{4}"
@@ -128,16 +132,12 @@ def kind_by_name(column: object) -> str | None:
     for kind, rx in _NAME_PATTERNS:
         if rx.match(name):
             return kind
-    # A trailing identifier word also counts: ``patient_mrn``, ``home_phone``, ``contact_email``.
+    # A trailing identifier word also counts: ``patient_mrn``, ``home_phone``, ``device_serial``.
     tail = name.rsplit("_", 1)[-1]
     if tail != name:
-        for kind in ("email", "phone", "ssn", "iban", "name", "address", "zip", "ip", "url",
-                     "mrn", "dob"):
-            probe = {"mrn": "record", "dob": "birth_date"}.get(kind, kind)
-            if any(k == probe and rx.match(tail) for k, rx in _NAME_PATTERNS):
-                return probe
-        if tail in ("id", "uuid", "guid", "ssn", "mrn"):
-            return "record" if tail != "ssn" else "ssn"
+        for kind, rx in _NAME_PATTERNS:
+            if kind in _TAIL_KINDS and rx.match(tail):
+                return kind
     return None
 
 

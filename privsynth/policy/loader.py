@@ -1,7 +1,8 @@
-"""Load a policy YAML file into a :class:`Policy`, reporting every problem with file, line and path."""
+"""Load a policy YAML file into a :class:`Policy`; every problem with its file, line and path."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise PolicyError([f"{where}: {problem}; fix the YAML syntax"], source) from None
     if not isinstance(data, dict):
-        raise PolicyError(["line 1: the policy must be a mapping of keys (e.g. 'name: ...')"], source)
+        raise PolicyError(["line 1: the policy must be a mapping of keys (e.g. 'name: ...')"],
+                          source)
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
@@ -53,14 +55,23 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 def _describe(err: dict[str, Any], root: yaml.Node | None) -> str:
     loc = [part for part in err["loc"] if not _is_pydantic_branch(part)]
     path = ".".join(str(p) for p in loc) or "(top level)"
-    line = _line_of(root, loc)
     message = str(err["msg"]).removeprefix("Value error, ")
+    line = _line_of(root, loc or _path_in_message(message))
     fix = _FIXES.get(err["type"])
     if err["type"] == "literal_error" and "expected" in err.get("ctx", {}):
         fix = f"use one of {err['ctx']['expected']}"
     tail = f"; fix: {fix}" if fix else ""
     where = f"line {line}" if line else "line ?"
     return f"{where}: {path}: {message}{tail}"
+
+
+_SECTIONS = r"(privacy|budget|audit|columns|generator|dataset)"
+
+
+def _path_in_message(message: str) -> list[str]:
+    """Whole-policy checks name the key they are about (``privacy.epsilon is larger ...``)."""
+    match = re.match(rf"^{_SECTIONS}((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\b", message)
+    return [match.group(1), *match.group(2).split(".")[1:]] if match else []
 
 
 def _is_pydantic_branch(part: Any) -> bool:
@@ -73,12 +84,13 @@ def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
     best = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            key_of = {getattr(k, "value", None): (k, v) for k, v in node.value}
+            key, match = key_of.get(str(part), (None, None))
             if match is None:
-                key = next((k for k, _ in node.value if getattr(k, "value", None) == str(part)), None)
                 return key.start_mark.line + 1 if key is not None else best
             node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        elif (isinstance(node, yaml.SequenceNode) and isinstance(part, int)
+              and part < len(node.value)):
             node = node.value[part]
         else:
             return best
