@@ -1,0 +1,141 @@
+"""``privsynth policy init``: a *draft* policy for a human to review, never a decision.
+
+The draft infers each column's kind from its format and flags suspected identifiers (dropped, with
+a comment saying why and what else is possible). It never fills bounds or category domains from
+the data: those would be a free look at private values. Every kept column gets ``bounds: dp`` or
+``domain: dp`` (estimated with a DP mechanism paid from epsilon) and a comment asking the human to
+declare public values instead where they are known (a codebook, a regulation, a form's options).
+No cell value is ever written into the draft.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import textwrap
+
+import pandas as pd
+
+from privsynth.policy.identifiers import KINDS, detect_identifiers, kind_by_name
+
+_TRUE_FALSE = {"true", "false", "t", "f", "yes", "no", "y", "n"}
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
+
+
+def infer_kind(series: pd.Series) -> str:
+    """The column kind its *format* suggests: boolean, integer, numeric, datetime, categorical."""
+    values = series.dropna()
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return "datetime"
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        if len(values) and values.isin([0, 1]).all():
+            return "boolean"
+        if pd.api.types.is_integer_dtype(series.dtype) or bool((values % 1 == 0).all()):
+            return "integer"
+        return "numeric"
+    text = values.astype(str).str.strip()
+    if len(text) and text.str.lower().isin(_TRUE_FALSE).all():
+        return "boolean"
+    numbers = pd.to_numeric(text, errors="coerce")
+    if len(text) and numbers.notna().all():
+        return "integer" if bool((numbers % 1 == 0).all()) else "numeric"
+    if len(text) and text.str.match(r"^\d{4}-\d{2}-\d{2}").all():
+        dates = pd.to_datetime(text, errors="coerce", format="ISO8601")
+        if dates.notna().all():
+            return "datetime"
+    return "categorical"
+
+
+def draft_policy(frame: pd.DataFrame, *, source_name: str) -> str:
+    """Commented YAML of a draft policy for ``frame``. Loads with ``load_policy`` as written."""
+    suspects = detect_identifiers(frame)
+    slug = _slug(source_name)
+    n = len(frame)
+    digits = max(1, math.ceil(math.log10(max(n, 1) + 1)))
+    delta = min(1e-6, 10.0 ** -(digits + 2))
+    lines = [
+        f"# DRAFT policy for {_comment_text(source_name)}, written by `privsynth policy init`.",
+        "# Review every line before any release. Nothing below was read from cell values:",
+        "# kinds come from the columns' formats, identifiers from names and value shapes, and",
+        "# every bound or domain is left to a DP estimate (paid from epsilon) until you declare",
+        "# public values. Declared values must be public knowledge (a codebook, a form, a",
+        "# regulation), never read off this table.",
+        "version: 1",
+        f"name: {slug}-draft",
+        f"description: Draft for {_quote(source_name)}; reviewed by nobody yet.",
+        "dataset:",
+        f"  id: {slug}                        # names the population; the ledger keys on content",
+        "privacy:",
+        "  epsilon: 1.0                       # whole-pipeline epsilon of one release",
+        f"  delta: {delta:.1e}                   # must stay below 1/(10 n), n = training rows",
+        "  accountant: prv                    # Opacus PRV accountant; rdp is also allowed",
+        "  encoding_share: 0.1                # share of epsilon for DP bounds, bins and domains",
+        "budget:",
+        "  total_epsilon: 3.0                 # set by the privacy officer: all releases, ever",
+        "  composition: sum                   # or 'accountant' to compose recorded DP-SGD runs",
+        "columns:",
+    ]
+    kept = 0
+    for column in frame.columns:
+        name = str(column)
+        key = _key(name)
+        kind = suspects.get(name)
+        if kind is not None:
+            how = "its name" if kind_by_name(name) == kind else "the shape of its values"
+            fixes = ["rule: pseudonymize (fresh random values in the output)"]
+            fixes += [f"rule: generalize with to: {to}" for to in sorted(KINDS[kind].generalize_ok)]
+            lines.append(f"  # SUSPECTED IDENTIFIER: {KINDS[kind].label} (by {how}). Dropped.")
+            advice = (f"Alternatives: {'; '.join(fixes)}; or keep it with 'identifier: false' "
+                      "once a human has checked that it is not one.")
+            lines += [f"  # {part}" for part in textwrap.wrap(advice, 94)]
+            lines.append(f"  {key}: {{rule: drop}}")
+            continue
+        column_kind = infer_kind(frame[column])
+        kept += 1
+        if column_kind == "categorical":
+            lines.append(f"  {key}: {{kind: categorical, domain: dp}}"
+                         "   # declare the public category list if known (free)")
+        elif column_kind == "boolean":
+            lines.append(f"  {key}: {{kind: boolean}}")
+        else:
+            example = "['2000-01-01', '2030-12-31']" if column_kind == "datetime" else "[low, high]"
+            lines.append(f"  {key}: {{kind: {column_kind}, bounds: dp}}"
+                         f"   # declare public bounds {example} if known (free)")
+    if kept == 0:
+        lines.append("  # Every column looks like an identifier: keep at least one column.")
+    lines += [
+        "audit:",
+        "  holdout_fraction: 0.5              # rows held out as the audit's non-member control",
+        "  quasi_identifiers: []              # columns an attacker could know (age, sex, ...)",
+        "  secrets: []                        # columns an attacker must not infer",
+        "  attacks: [exact_copy, dcr, mia, unique_qi, singling_out]",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _slug(source_name: str) -> str:
+    stem = re.sub(r"(\.(csv|gz|parquet|pq|tsv|txt))+$", "", str(source_name).split("/")[-1],
+                  flags=re.IGNORECASE)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "dataset"
+    return slug[:60]
+
+
+def _key(name: str) -> str:
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name) and name.lower() not in _YAML_WORDS:
+        return name
+    return json.dumps(name)
+
+
+def _quote(text: str) -> str:
+    return json.dumps(str(text))[1:-1].replace(":", " -").replace("#", "")
+
+
+def _comment_text(text: str) -> str:
+    return str(text).replace("\n", " ")
+
+
+__all__ = ["draft_policy", "infer_kind"]
