@@ -146,3 +146,92 @@ def policy_check(policies: Annotated[list[Path], typer.Argument(help="Policy fil
         console.print(f"[green]ok[/] {path}: policy '{loaded.name}', ε={loaded.privacy.epsilon}, "
                       f"δ={loaded.privacy.delta:g}, budget ε={loaded.budget.total_epsilon}")
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
+
+
+@policy_app.command("init")
+def policy_init(
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet table (private).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o",
+                                             help="Draft file to write; '-' prints it.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing draft.")] = False,
+) -> None:
+    """Write a DRAFT policy for a table: kinds, suspected identifiers, nothing read from values."""
+    from privsynth.data.table import read_table  # noqa: PLC0415
+    from privsynth.policy.draft import draft_policy  # noqa: PLC0415
+
+    target = out if out is not None else Path(f"{data.name.split('.')[0]}.policy.yaml")
+    if str(target) != "-" and target.exists() and not force:
+        raise _fail(FileExistsError(f"{target} exists; pass --force to overwrite it"))
+    try:
+        text = draft_policy(read_table(data), source_name=data.name)
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
+    if str(target) == "-":
+        typer.echo(text, nl=False)
+        return
+    target.write_text(text, encoding="utf-8")
+    console.print(f"[green]wrote[/] {target}: a draft; review every line, declare public bounds "
+                  f"and domains, then `privsynth policy check {target}`")
+
+
+@policy_app.command("schema")
+def policy_schema(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write.")] = None,
+) -> None:
+    """Print (or write) the JSON Schema of policy files, for editors and CI linters."""
+    from privsynth.policy.export import schema_text  # noqa: PLC0415
+
+    if out is None:
+        typer.echo(schema_text(), nl=False)
+    else:
+        out.write_text(schema_text(), encoding="utf-8")
+        console.print(f"[green]wrote[/] {out}")
+
+
+# ---------------------------------------------------------------- budget
+
+
+_LEDGER_HELP = "Ledger file or postgresql:// URL (default: $PRIVSYNTH_LEDGER, the policy's, ~)."
+
+
+@budget_app.command("show")
+def budget_show(
+    ledger: Annotated[str | None, typer.Option(help=_LEDGER_HELP)] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", "-p",
+                                                help="Take the ledger location from it.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset id or fingerprint prefix.")] = None,
+    accountant: Annotated[str, typer.Option(help="prv or rdp, for the composed ε.")] = "prv",
+) -> None:
+    """Print ε spent per dataset and per release (plain sum and composed)."""
+    from privsynth.privacy.budget_report import (  # noqa: PLC0415
+        resolve_ledger_location,
+        show_budget,
+    )
+    from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
+
+    try:
+        with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
+            show_budget(book, Console(), accountant=accountant, dataset=dataset)
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
+
+
+@budget_app.command("verify")
+def budget_verify(
+    ledger: Annotated[str | None, typer.Option(help=_LEDGER_HELP)] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", "-p",
+                                                help="Take the ledger location from it.")] = None,
+) -> None:
+    """Check the ledger's hash chain; exit 1 if an entry was edited, removed or reordered."""
+    from privsynth.privacy.budget_report import (  # noqa: PLC0415
+        resolve_ledger_location,
+        verify_ledger,
+    )
+    from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
+
+    try:
+        with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
+            problems = verify_ledger(book, console)
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(EXIT_ERROR if problems else EXIT_OK)
