@@ -29,6 +29,7 @@ from opacus.grad_sample import GradSampleModuleFastGradientClipping
 from opacus.optimizers import DPOptimizerFastGradientClipping
 
 from privsynth.errors import PrivacyError
+from privsynth.privacy import _mutants  # identity unless a correctness test seeds a bug
 from privsynth.privacy.accounting import calibrate_sigma, dpsgd_charge, make_accountant
 from privsynth.privacy.events import Charge
 
@@ -121,6 +122,7 @@ class DPSGDTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         losses = loss_fn(self.module, batch)
         self._clipped_backward(losses)
+        self.optimizer.noise_multiplier = _mutants.noise_multiplier(self.plan.noise_multiplier)
         self.optimizer.step()
         self.accountant.step(noise_multiplier=self.plan.noise_multiplier,
                              sample_rate=self.plan.sample_rate)
@@ -139,7 +141,9 @@ class DPSGDTrainer:
         losses.sum().backward(retain_graph=True)
         self.optimizer.zero_grad(set_to_none=True)
         coefficients = self.module.get_clipping_coef().to(losses.device)
+        coefficients = _mutants.clipping_coefficients(coefficients)
         self.last_norms = self.module.per_sample_gradient_norms
+        self.last_coefficients = coefficients.detach()
         self.module.disable_hooks()
         (coefficients.detach() * losses).sum().backward()
         self.module.enable_hooks()
