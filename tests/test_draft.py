@@ -73,3 +73,23 @@ def test_infer_kind_on_dtypes():
     assert infer_kind(pd.Series([True, False])) == "boolean"
     assert infer_kind(pd.Series(["3", "4.5"])) == "numeric"
     assert infer_kind(pd.Series(["a", "b"])) == "categorical"
+
+
+def test_policy_init_and_schema_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from privsynth.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "draft.yaml"
+    made = runner.invoke(app, ["policy", "init", str(ROOT / "tests" / "fixtures" / "patients.csv"),
+                               "--out", str(out)])
+    assert made.exit_code == 0, made.output
+    assert parse_policy(out.read_text()).columns["email"].rule == "drop"
+    again = runner.invoke(app, ["policy", "init", str(ROOT / "tests" / "fixtures" /
+                                                      "patients.csv"), "--out", str(out)])
+    assert again.exit_code == 1  # never overwrites a reviewed draft without --force
+    checked = runner.invoke(app, ["policy", "check", str(out)])
+    assert checked.exit_code == 0, checked.output
+    schema = runner.invoke(app, ["policy", "schema"])
+    assert schema.exit_code == 0 and '"additionalProperties": false' in schema.output

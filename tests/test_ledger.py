@@ -414,3 +414,24 @@ def test_verify_detects_tampering(location, attack, expected):
         problems = ledger.verify()
     assert problems, "tampering went unnoticed"
     assert any(expected in p for p in problems), problems
+
+
+# ---------------------------------------------------------------------- CLI
+def test_budget_cli_show_and_verify(tmp_path):
+    from typer.testing import CliRunner
+
+    from privsynth.cli import app
+
+    location = str(tmp_path / "ledger.sqlite")
+    ledger = _filled(location)
+    ledger.close()
+    runner = CliRunner()
+    shown = runner.invoke(app, ["budget", "show", "--ledger", location])
+    assert shown.exit_code == 0, shown.output
+    assert "ds" in shown.output and "0.5" in shown.output
+    ok = runner.invoke(app, ["budget", "verify", "--ledger", location])
+    assert ok.exit_code == 0, ok.output
+    _raw(location, ["DELETE FROM ledger_entries WHERE seq = 2"])
+    bad = runner.invoke(app, ["budget", "verify", "--ledger", location])
+    assert bad.exit_code == 1
+    assert "removed" in bad.output
