@@ -24,7 +24,8 @@ def _patients() -> pd.DataFrame:
     return pd.DataFrame({
         "age": [34, 71, None, 45],
         "weight": [70.5, 81.0, 66.25, None],
-        "admitted": pd.to_datetime(["2020-01-03", "2021-11-30", None, "2019-07-14 10:30"], format="ISO8601"),
+        "admitted": pd.to_datetime(["2020-01-03", "2021-11-30", None, "2019-07-14 10:30"],
+                                   format="ISO8601"),
         "ward": ["A", " B ", None, "C"],
         "smoker": [True, False, True, False],
     })

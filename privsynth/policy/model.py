@@ -83,7 +83,9 @@ class ColumnPolicy(_Frozen):
         if self.rule == "generalize" and self.generalize is None:
             raise ValueError("rule 'generalize' needs a 'generalize:' block saying how")
         if self.kind in ("numeric", "integer", "datetime") and modelled and self.bounds is None:
-            raise ValueError("a numeric or datetime column needs 'bounds: [low, high]' or 'bounds: dp'")
+            raise ValueError(
+                "a numeric or datetime column needs 'bounds: [low, high]' or 'bounds: dp'"
+            )
         if self.kind == "categorical" and modelled and self.domain is None:
             raise ValueError("a categorical column needs 'domain: [...]' or 'domain: dp'")
         if isinstance(self.bounds, tuple) and self.kind in ("numeric", "integer"):
