@@ -25,7 +25,7 @@ from privsynth.encoding.table_encoder import TableEncoder, encoding_budget
 from privsynth.gate import GateDecision, decide
 from privsynth.generators.dp_sgd import DPSGDConfig, resolve_device
 from privsynth.generators.registry import make_generator
-from privsynth.policy.identifiers import check_identifiers, pseudonymize
+from privsynth.policy.identifiers import check_identifiers, kind_by_name, pseudonymize
 from privsynth.policy.model import Policy
 from privsynth.privacy.accounting import check_delta
 from privsynth.privacy.events import PrivacySpend
@@ -115,7 +115,7 @@ def synthesize(
     decision = decide(audit, policy.audit.thresholds, dp_claim=True,
                       require_dp_claim=policy.audit.require_dp_claim,
                       attacks_requested=policy.audit.attacks)
-    output = _output_table(synthetic, prepared.pseudonymized, raw, policy, rng)
+    output = _output_table(synthetic, prepared.pseudonymized, policy, rng)
     manifest = build_manifest(
         release_id=release_id, policy=policy, spend=spend, schema=schema,
         n_train=len(train), n_holdout=len(holdout), seed_mode=rng.mode,
@@ -157,12 +157,16 @@ def _fit(train: pd.DataFrame, policy: Policy, spend: PrivacySpend, rng: RandomSo
     return encoder, generator
 
 
-def _output_table(synthetic: pd.DataFrame, pseudonymized: list[str], raw: pd.DataFrame,
-                  policy: Policy, rng: RandomSource) -> pd.DataFrame:
-    """Synthetic columns in the policy's order, with fresh identifiers where asked."""
+def _output_table(synthetic: pd.DataFrame, pseudonymized: list[str], policy: Policy,
+                  rng: RandomSource) -> pd.DataFrame:
+    """Synthetic columns in the policy's order, with fresh identifiers where asked.
+
+    A pseudonym's shape comes from the column's *name* (public), never from its values.
+    """
     out = synthetic.copy()
     for name in pseudonymized:
-        out[name] = pseudonymize(raw[name], len(out), rng.numpy(f"pseudonym:{name}"))
+        out[name] = pseudonymize(kind_by_name(name), len(out),
+                                 rng.numpy(f"pseudonym:{name}")).to_numpy()
     order = [n for n, rule in policy.columns.items() if rule.rule != "drop"]
     return out[order]
 

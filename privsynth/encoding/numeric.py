@@ -19,7 +19,7 @@ EPOCH = pd.Timestamp("1970-01-01")
 
 @dataclass(frozen=True)
 class NumericEncoder:
-    """Fitted bins for one numeric, integer or datetime column (all fields are DP outputs or public).
+    """Fitted bins for one numeric, integer or datetime column (DP outputs or public facts).
 
     ``grid``/``grid_mass`` describe the distribution inside the bins: the fine cells and their
     (noisy, non-negative) counts; uniform when the mass is all zero.

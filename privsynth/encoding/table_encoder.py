@@ -49,7 +49,7 @@ def count_encoding_mechanisms(policy: Policy) -> tuple[int, int]:
 
 
 def encoding_budget(policy: Policy) -> EncodingBudget:
-    """The per-mechanism epsilon and delta of the encoding stage (zero when nothing is estimated)."""
+    """Per-mechanism epsilon and delta of the encoding stage (zero when nothing is estimated)."""
     eps_count, delta_count = count_encoding_mechanisms(policy)
     if eps_count == 0:
         return EncodingBudget(0.0, 0.0, 0)

@@ -48,7 +48,8 @@ def block_offsets(widths: list[int]) -> list[int]:
     return [int(x) for x in np.concatenate([[0], np.cumsum(widths)[:-1]])]
 
 
-def sample_blocks(logits: torch.Tensor, widths: list[int], generator: torch.Generator) -> torch.Tensor:
+def sample_blocks(logits: torch.Tensor, widths: list[int],
+                  generator: torch.Generator) -> torch.Tensor:
     """Draw one slot per block from softmax(logits) with ``generator``; returns (B, C) indices."""
     picks = []
     for block in torch.split(logits, widths, dim=1):
@@ -57,7 +58,8 @@ def sample_blocks(logits: torch.Tensor, widths: list[int], generator: torch.Gene
     return torch.stack(picks, dim=1)
 
 
-def block_cross_entropy(logits: torch.Tensor, codes: torch.Tensor, widths: list[int]) -> torch.Tensor:
+def block_cross_entropy(logits: torch.Tensor, codes: torch.Tensor,
+                        widths: list[int]) -> torch.Tensor:
     """Per-row sum over blocks of the cross-entropy of the true slot: shape (B,)."""
     total = torch.zeros(logits.shape[0], device=logits.device)
     for j, block in enumerate(torch.split(logits, widths, dim=1)):

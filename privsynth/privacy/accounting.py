@@ -21,7 +21,8 @@ ACCOUNTANTS = {"prv": PRVAccountant, "rdp": RDPAccountant}
 def make_accountant(name: str) -> PRVAccountant | RDPAccountant:
     """A fresh Opacus accountant by name (``prv`` or ``rdp``)."""
     if name not in ACCOUNTANTS:
-        raise PrivacyError(f"accountant must be one of {sorted(ACCOUNTANTS)}. Got {name!r} instead.")
+        raise PrivacyError(
+            f"accountant must be one of {sorted(ACCOUNTANTS)}. Got {name!r} instead.")
     return ACCOUNTANTS[name]()
 
 
@@ -49,7 +50,8 @@ def calibrate_sigma(
         accountant=accountant, epsilon_tolerance=0.005,
     )
     for _ in range(60):
-        if dpsgd_epsilon(sigma=sigma, q=q, steps=steps, delta=delta, accountant=accountant) <= epsilon:
+        spent = dpsgd_epsilon(sigma=sigma, q=q, steps=steps, delta=delta, accountant=accountant)
+        if spent <= epsilon:
             return float(sigma)
         sigma *= 1.01
     raise PrivacyError("could not calibrate sigma below the target epsilon; raise epsilon")
