@@ -1,0 +1,185 @@
+"""anonymeter 1.1 evaluators: singling out, linkability, inference.
+
+ori = training rows (members), control = holdout rows of the same size, syn = the synthetic table.
+anonymeter reports the *residual* risk (success on ori beyond success on control) with a Wilson
+interval; we keep its ``risk().ci`` as is. Seeds are passed explicitly: SinglingOutEvaluator takes
+one; linkability and inference draw their targets with pandas' ``sample`` from numpy's global
+generator, so we seed that generator for the duration of the call and restore it afterwards. (The
+linkability *baseline* uses an unseeded ``default_rng()`` inside anonymeter; it is reported, never
+gated, so the gate is reproducible.)
+
+anonymeter wants consistent dtypes across ori/syn/control and cannot sort ``None`` with strings:
+categories are strings with missing as a sentinel category; numbers are float64 with missing set
+to a sentinel half a span below the public lower bound (so missing matches missing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from privsynth.audit.context import AuditContext
+from privsynth.audit.result import RiskResult
+
+_MISSING = "<missing>"
+#: Rows of ori/control handed to anonymeter (each); singling out evaluates queries on all of them.
+MAX_ANONYMETER_ROWS = 30_000
+
+
+class TooFewAttacks(Exception):  # noqa: N818 - a reason, not an error class in the public API
+    """anonymeter ran fewer attacks than the policy asked for."""
+
+    def __init__(self, done: int, asked: int, what: str) -> None:
+        self.done, self.asked = done, asked
+        super().__init__(f"{what}: anonymeter generated {done} of the {asked} attacks asked")
+
+
+def _prepare(ctx: AuditContext) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    train, holdout = ctx.balanced
+    syn = ctx.synth
+    rng = ctx.rng("anonymeter-rows")
+    n = min(len(train), MAX_ANONYMETER_ROWS)
+    train = train.iloc[np.sort(rng.choice(len(train), n, replace=False))]
+    holdout = holdout.iloc[np.sort(rng.choice(len(holdout), n, replace=False))]
+    out = []
+    for frame in (train, syn, holdout):
+        f = pd.DataFrame(index=range(len(frame)))
+        for col in ctx.schema.columns:
+            s = frame[col.name].reset_index(drop=True)
+            if col.is_numeric:
+                x = pd.to_numeric(s, errors="coerce").astype("float64")
+                lo, hi = ctx.embedding.numeric[col.name]
+                f[col.name] = x.fillna(lo - 0.5 * (hi - lo))
+            else:
+                v = s.astype(object)
+                f[col.name] = v.where(~pd.isna(v), _MISSING).map(str).astype(object)
+        out.append(f)
+    return out[0], out[1], out[2]
+
+
+@contextlib.contextmanager
+def _seeded_global(seed: int):
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+class _QueryCount(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.generated: int | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = re.search(r"could generate only (\d+) singling out", record.getMessage())
+        if m:
+            self.generated = int(m.group(1))
+
+
+def _risk(name, attack, risk, results, n_attacks, threshold_key, details) -> RiskResult:
+    base = results.risk(baseline=True)
+    return RiskResult(
+        name=name, value=float(risk.value), ci_low=float(risk.ci[0]), ci_high=float(risk.ci[1]),
+        baseline=float(base.value), threshold_key=threshold_key, attack=attack,
+        details={
+            "n_attacks": n_attacks,
+            "n_attacks_requested": n_attacks,
+            "attack_success_rate": float(results.attack_rate.value),
+            "control_success_rate": (None if results.control_rate is None
+                                     else float(results.control_rate.value)),
+            "baseline_success_rate": float(results.baseline_rate.value),
+            "n_success": int(results.n_success),
+            "n_control": None if results.n_control is None else float(results.n_control),
+            "n_baseline": int(results.n_baseline),
+            "confidence_level": 0.95,
+            **details,
+        },
+    )
+
+
+def singling_out(ctx: AuditContext) -> list[RiskResult]:
+    from anonymeter.evaluators import SinglingOutEvaluator
+
+    ori, syn, control = _prepare(ctx)
+    n_attacks = ctx.config.anonymeter_attacks
+    out = []
+    logger = logging.getLogger("anonymeter.evaluators.singling_out_evaluator")
+    for mode in ("univariate", "multivariate"):
+        handler = _QueryCount()
+        logger.addHandler(handler)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ev = SinglingOutEvaluator(ori=ori, syn=syn, control=control, n_attacks=n_attacks,
+                                          n_cols=3, seed=ctx.int_seed(f"so-{mode}"),
+                                          max_attempts=20 * n_attacks * 100)
+                ev.evaluate(mode=mode)
+                risk = ev.risk(confidence_level=ctx.confidence)
+                results = ev.results(confidence_level=ctx.confidence)
+        finally:
+            logger.removeHandler(handler)
+        if handler.generated is not None and handler.generated < n_attacks:
+            raise TooFewAttacks(handler.generated, n_attacks, f"singling out ({mode})")
+        out.append(_risk(f"singling_out_{mode}", "singling_out", risk, results, n_attacks,
+                         "singling_out_risk",
+                         {"mode": mode, "n_cols": 1 if mode == "univariate" else 3,
+                          "ori_rows": len(ori), "control_rows": len(control)}))
+    return out
+
+
+class MissingConfig(Exception):  # noqa: N818
+    """The policy does not say what an attack needs (linkability split, secret columns)."""
+
+
+def linkability(ctx: AuditContext) -> list[RiskResult]:
+    from anonymeter.evaluators import LinkabilityEvaluator
+
+    if not ctx.config.linkability_aux:
+        raise MissingConfig("linkability needs audit.linkability_aux: [[cols...], [cols...]]")
+    aux = (list(ctx.config.linkability_aux[0]), list(ctx.config.linkability_aux[1]))
+    ori, syn, control = _prepare(ctx)
+    n_attacks = min(ctx.config.anonymeter_attacks, len(ori), len(control))
+    if n_attacks < ctx.config.anonymeter_attacks:
+        raise TooFewAttacks(n_attacks, ctx.config.anonymeter_attacks, "linkability")
+    with warnings.catch_warnings(), _seeded_global(ctx.int_seed("linkability")):
+        warnings.simplefilter("ignore")
+        ev = LinkabilityEvaluator(ori=ori, syn=syn, control=control, aux_cols=aux,
+                                  n_attacks=n_attacks, n_neighbors=1)
+        ev.evaluate(n_jobs=1)
+        risk = ev.risk(confidence_level=ctx.confidence)
+        results = ev.results(confidence_level=ctx.confidence)
+    return [_risk("linkability", "linkability", risk, results, n_attacks, "linkability_risk",
+                  {"aux_cols": [aux[0], aux[1]], "n_neighbors": 1})]
+
+
+def inference(ctx: AuditContext) -> list[RiskResult]:
+    from anonymeter.evaluators import InferenceEvaluator
+
+    if not ctx.config.secrets:
+        raise MissingConfig("inference needs audit.secrets: the columns an attacker would infer")
+    ori, syn, control = _prepare(ctx)
+    n_attacks = min(ctx.config.anonymeter_attacks, len(ori), len(control))
+    if n_attacks < ctx.config.anonymeter_attacks:
+        raise TooFewAttacks(n_attacks, ctx.config.anonymeter_attacks, "inference")
+    out = []
+    for secret in ctx.config.secrets:
+        aux = [c for c in ctx.schema.names if c != secret]
+        regression = ctx.schema[secret].is_numeric
+        with warnings.catch_warnings(), _seeded_global(ctx.int_seed(f"inference-{secret}")):
+            warnings.simplefilter("ignore")
+            ev = InferenceEvaluator(ori=ori, syn=syn, control=control, aux_cols=aux,
+                                    secret=secret, regression=regression, n_attacks=n_attacks)
+            ev.evaluate(n_jobs=1)
+            risk = ev.risk(confidence_level=ctx.confidence)
+            results = ev.results(confidence_level=ctx.confidence)
+        out.append(_risk(f"inference_{secret}", "inference", risk, results, n_attacks,
+                         "inference_risk",
+                         {"secret": secret, "aux_cols": aux, "regression": regression}))
+    return out

@@ -1,0 +1,177 @@
+"""Confidence intervals used by the audit: Wilson, Clopper-Pearson, Newcombe, bootstrap, AUC.
+
+Every interval here is two-sided at ``confidence`` (default 95%); the gate compares its upper end
+with a threshold, so a release passes only when the data are precise enough to show the risk is low.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from scipy import stats as _st
+
+
+def _z(confidence: float) -> float:
+    return float(_st.norm.ppf(0.5 + confidence / 2))
+
+
+def wilson_ci(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (good at 0 and 1, unlike Wald)."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    z = _z(confidence)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def clopper_pearson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (conservative) binomial interval."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    alpha = 1 - confidence
+    low = 0.0 if successes == 0 else float(_st.beta.ppf(alpha / 2, successes, n - successes + 1))
+    high = (1.0 if successes == n
+            else float(_st.beta.ppf(1 - alpha / 2, successes + 1, n - successes)))
+    return (low, high)
+
+
+def newcombe_diff_ci(
+    x1: float, n1: int, x2: float, n2: int, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Difference of two proportions p1 - p2 with Newcombe's hybrid score interval.
+
+    Returns ``(estimate, low, high)``. Built from the two Wilson intervals, so it stays sensible
+    when either count is zero (the case of an honest release and exact copies).
+    """
+    if n1 <= 0 or n2 <= 0:
+        return (math.nan, math.nan, math.nan)
+    p1, p2 = x1 / n1, x2 / n2
+    l1, u1 = wilson_ci(x1, n1, confidence)
+    l2, u2 = wilson_ci(x2, n2, confidence)
+    d = p1 - p2
+    low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return (d, max(-1.0, low), min(1.0, high))
+
+
+def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Normal-approximation interval for a mean of bounded per-row scores."""
+    values = np.asarray(values, dtype=float)
+    n = values.size
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    m = float(values.mean())
+    if n == 1:
+        return (m, math.nan, math.nan)
+    se = float(values.std(ddof=1)) / math.sqrt(n)
+    z = _z(confidence)
+    return (m, m - z * se, m + z * se)
+
+
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    *,
+    resamples: int,
+    rng: np.random.Generator,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap.
+
+    ``statistic`` takes a (resamples, n) index matrix and returns (resamples,) values.
+    """
+    idx = rng.integers(0, n, size=(resamples, n))
+    values = np.asarray(statistic(idx), dtype=float)
+    alpha = (1 - confidence) / 2
+    return (float(np.nanquantile(values, alpha)), float(np.nanquantile(values, 1 - alpha)))
+
+
+def roc_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
+    """Mann-Whitney AUC (ties count one half): P(score(member) > score(non-member))."""
+    m = np.asarray(member_scores, dtype=float)
+    h = np.asarray(nonmember_scores, dtype=float)
+    if m.size == 0 or h.size == 0:
+        return math.nan
+    ranks = _st.rankdata(np.concatenate([m, h]))
+    return float((ranks[: m.size].sum() - m.size * (m.size + 1) / 2) / (m.size * h.size))
+
+
+def auc_ci_delong(
+    member_scores: np.ndarray, nonmember_scores: np.ndarray, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """AUC and its DeLong interval (exact variance of the Mann-Whitney statistic, O(n log n))."""
+    m = np.asarray(member_scores, dtype=float)
+    h = np.asarray(nonmember_scores, dtype=float)
+    nm, nh = m.size, h.size
+    if nm < 2 or nh < 2:
+        return (math.nan, math.nan, math.nan)
+    all_ranks = _st.rankdata(np.concatenate([m, h]))
+    rm = _st.rankdata(m)
+    rh = _st.rankdata(h)
+    auc = (all_ranks[:nm].sum() - nm * (nm + 1) / 2) / (nm * nh)
+    v10 = (all_ranks[:nm] - rm) / nh  # per member: share of non-members below
+    v01 = 1 - (all_ranks[nm:] - rh) / nm  # per non-member: share of members above
+    var = v10.var(ddof=1) / nm + v01.var(ddof=1) / nh
+    half = _z(confidence) * math.sqrt(max(var, 0.0))
+    return (float(auc), max(0.0, float(auc - half)), min(1.0, float(auc + half)))
+
+
+def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: float) -> float:
+    """True-positive rate at the threshold that flags at most ``fpr`` of the non-members."""
+    h = np.sort(np.asarray(nonmember_scores, dtype=float))
+    if h.size == 0 or np.size(member_scores) == 0:
+        return math.nan
+    k = int(math.floor(fpr * h.size))
+    thr = h[h.size - k - 1] if k < h.size else -np.inf  # flag scores strictly above thr
+    return float(np.mean(np.asarray(member_scores) > thr))
+
+
+def tpr_at_fpr_ci(
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    fpr: float,
+    *,
+    resamples: int,
+    rng: np.random.Generator,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """TPR at a fixed FPR with a stratified percentile-bootstrap interval (vectorized)."""
+    m = np.asarray(member_scores, dtype=float)
+    h = np.asarray(nonmember_scores, dtype=float)
+    est = tpr_at_fpr(m, h, fpr)
+    if m.size == 0 or h.size == 0:
+        return (math.nan, math.nan, math.nan)
+    hb = np.sort(h[rng.integers(0, h.size, size=(resamples, h.size))], axis=1)
+    k = int(math.floor(fpr * h.size))
+    thr = hb[:, h.size - k - 1]
+    # share of resampled members above each threshold, via the sorted member scores
+    ms = np.sort(m)
+    above_full = m.size - np.searchsorted(ms, thr, side="right")
+    # resample members by binomial thinning of the counts (exact for a bootstrap of a proportion)
+    p = above_full / m.size
+    tpr = rng.binomial(m.size, p) / m.size
+    alpha = (1 - confidence) / 2
+    return (est, float(np.quantile(tpr, alpha)), float(np.quantile(tpr, 1 - alpha)))
+
+
+def roc_curve_points(
+    member_scores: np.ndarray, nonmember_scores: np.ndarray, n_points: int = 101
+) -> dict[str, list[float]]:
+    """A down-sampled ROC curve (aggregates only: rates at score quantiles, never scores)."""
+    m = np.sort(np.asarray(member_scores, dtype=float))
+    h = np.sort(np.asarray(nonmember_scores, dtype=float))
+    if m.size == 0 or h.size == 0:
+        return {"fpr": [], "tpr": []}
+    qs = np.unique(np.quantile(np.concatenate([m, h]), np.linspace(0, 1, n_points)))
+    fpr = (h.size - np.searchsorted(h, qs, side="left")) / h.size
+    tpr = (m.size - np.searchsorted(m, qs, side="left")) / m.size
+    fpr = np.concatenate([[1.0], fpr, [0.0]])
+    tpr = np.concatenate([[1.0], tpr, [0.0]])
+    order = np.lexsort((tpr, fpr))
+    return {"fpr": [round(float(x), 5) for x in fpr[order]],
+            "tpr": [round(float(x), 5) for x in tpr[order]]}

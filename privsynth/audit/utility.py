@@ -1,0 +1,203 @@
+"""Utility evidence (reported, never gated): marginals, association differences, TSTR.
+
+Only aggregates leave this module, and category labels only when they are public (in the
+schema's domain); any other category is pooled into "(other)". Numeric histograms use bins over
+the public bounds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from privsynth.data.schema import ColumnSchema, TableSchema
+
+OTHER = "(other)"
+MISSING = "(missing)"
+MAX_TSTR_ROWS = 20_000
+
+
+def _public_labels(col: ColumnSchema, series: pd.Series) -> pd.Series:
+    domain = {str(v) for v in (col.domain or ())}
+    s = series.astype(object)
+    miss = pd.isna(s)
+    strs = s.map(str)
+    out = strs.where(strs.isin(domain), OTHER)
+    return out.where(~miss, MISSING)
+
+
+def _marginal(col: ColumnSchema, real: pd.Series, syn: pd.Series, bins: int = 20) -> dict:
+    if col.is_numeric:
+        lo, hi = col.bounds if col.bounds else (np.nanmin(syn), np.nanmax(syn))
+        if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+            hi = lo + 1.0
+        edges = np.linspace(lo, hi, bins + 1)
+        r = pd.to_numeric(real, errors="coerce").to_numpy(float)
+        s = pd.to_numeric(syn, errors="coerce").to_numpy(float)
+        hr, _ = np.histogram(np.clip(r[~np.isnan(r)], lo, hi), bins=edges)
+        hs, _ = np.histogram(np.clip(s[~np.isnan(s)], lo, hi), bins=edges)
+        pr = np.append(hr, np.isnan(r).sum()) / max(len(r), 1)
+        ps = np.append(hs, np.isnan(s).sum()) / max(len(s), 1)
+        # Wasserstein-1 on the public range, in units of the range
+        cr, cs = np.cumsum(hr / max(hr.sum(), 1)), np.cumsum(hs / max(hs.sum(), 1))
+        w1 = float(np.abs(cr - cs).sum() / bins)
+        return {"kind": "numeric", "edges": [float(e) for e in edges],
+                "real": pr.round(6).tolist(), "synthetic": ps.round(6).tolist(),
+                "tvd": float(0.5 * np.abs(pr - ps).sum()), "wasserstein_scaled": w1}
+    lr = _public_labels(col, real).value_counts(normalize=True)
+    ls = _public_labels(col, syn).value_counts(normalize=True)
+    labels = [str(v) for v in (col.domain or ())] + [OTHER, MISSING]
+    labels = [lab for lab in labels if lab in lr.index or lab in ls.index]
+    pr = np.array([lr.get(lab, 0.0) for lab in labels])
+    ps = np.array([ls.get(lab, 0.0) for lab in labels])
+    return {"kind": "categorical", "labels": labels, "real": pr.round(6).tolist(),
+            "synthetic": ps.round(6).tolist(), "tvd": float(0.5 * np.abs(pr - ps).sum())}
+
+
+def _codes(col: ColumnSchema, s: pd.Series, cats: list[str]) -> np.ndarray:
+    v = s.astype(object)
+    strs = v.map(str).where(~pd.isna(v), MISSING)
+    return pd.Categorical(strs, categories=cats).codes.astype(float)
+
+
+def _association(schema: TableSchema, frame: pd.DataFrame, cats: dict) -> np.ndarray:
+    """Pairwise association in [0, 1]: |Pearson| (num-num), Cramér's V (cat-cat), correlation
+    ratio (num-cat)."""
+    cols = schema.columns
+    k = len(cols)
+    a = np.eye(k)
+    data = {}
+    for c in cols:
+        if c.is_numeric:
+            x = pd.to_numeric(frame[c.name], errors="coerce").to_numpy(float)
+            data[c.name] = np.where(np.isnan(x), np.nanmean(x) if np.isfinite(x).any() else 0, x)
+        else:
+            data[c.name] = _codes(c, frame[c.name], cats[c.name]).astype(int)
+    for i in range(k):
+        for j in range(i + 1, k):
+            ci, cj = cols[i], cols[j]
+            xi, xj = data[ci.name], data[cj.name]
+            if ci.is_numeric and cj.is_numeric:
+                v = abs(np.corrcoef(xi, xj)[0, 1]) if xi.std() > 0 and xj.std() > 0 else 0.0
+            elif not ci.is_numeric and not cj.is_numeric:
+                v = _cramers_v(xi, xj)
+            else:
+                num, cat = (xi, xj) if ci.is_numeric else (xj, xi)
+                v = _corr_ratio(cat, num)
+            a[i, j] = a[j, i] = 0.0 if not math.isfinite(v) else v
+    return a
+
+
+def _cramers_v(x: np.ndarray, y: np.ndarray) -> float:
+    n = x.size
+    if n == 0:
+        return 0.0
+    table = np.zeros((x.max() + 1, y.max() + 1))
+    np.add.at(table, (x, y), 1)
+    table = table[table.sum(1) > 0][:, table.sum(0) > 0]
+    r, c = table.shape
+    if min(r, c) < 2:
+        return 0.0
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    return math.sqrt(chi2 / (n * (min(r, c) - 1)))
+
+
+def _corr_ratio(cat: np.ndarray, num: np.ndarray) -> float:
+    if num.size == 0 or num.var() == 0:
+        return 0.0
+    sums = np.bincount(cat, weights=num)
+    counts = np.bincount(cat)
+    means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    between = float((counts * (means - num.mean()) ** 2).sum())
+    return math.sqrt(between / (num.var() * num.size))
+
+
+def _tstr(schema: TableSchema, target: str, train: pd.DataFrame, holdout: pd.DataFrame,
+          syn: pd.DataFrame, cats: dict, seed: int) -> dict:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.metrics import accuracy_score, r2_score, roc_auc_score
+
+    feats = [c for c in schema.columns if c.name != target]
+    tcol = schema[target]
+
+    def xy(frame: pd.DataFrame):
+        frame = frame.iloc[:MAX_TSTR_ROWS]
+        x = np.column_stack([
+            pd.to_numeric(frame[c.name], errors="coerce").to_numpy(float) if c.is_numeric
+            else np.where((k := _codes(c, frame[c.name], cats[c.name])) < 0, np.nan, k)
+            for c in feats
+        ]) if feats else np.zeros((len(frame), 0))
+        if tcol.is_numeric:
+            y = pd.to_numeric(frame[target], errors="coerce").to_numpy(float)
+        else:
+            y = _codes(tcol, frame[target], cats[target]).astype(int)
+        return x, y
+
+    cat_mask = np.array([not c.is_numeric for c in feats], dtype=bool)
+    # native categorical support needs < 256 categories per feature
+    cat_mask &= np.array([c.is_numeric or len(cats[c.name]) < 250 for c in feats], dtype=bool)
+    xte, yte = xy(holdout)
+    out: dict = {"target": target, "test_rows": int(len(yte)),
+                 "model": "HistGradientBoosting (scikit-learn), default settings"}
+    for label, frame in (("real", train), ("synthetic", syn)):
+        x, y = xy(frame)
+        keep = ~np.isnan(y) if tcol.is_numeric else np.ones(len(y), bool)
+        if tcol.is_numeric:
+            model = HistGradientBoostingRegressor(categorical_features=cat_mask,
+                                                  random_state=seed, max_iter=100)
+            model.fit(x[keep], y[keep])
+            ok = ~np.isnan(yte)
+            out[label] = {"r2": float(r2_score(yte[ok], model.predict(xte[ok])))}
+            out["metric"] = "r2"
+            continue
+        if len(np.unique(y)) < 2:
+            out[label] = {"accuracy": None, "note": "one class only in the training set"}
+            continue
+        model = HistGradientBoostingClassifier(categorical_features=cat_mask,
+                                               random_state=seed, max_iter=100)
+        model.fit(x, y)
+        pred = model.predict(xte)
+        res = {"accuracy": float(accuracy_score(yte, pred))}
+        if len(model.classes_) == 2 and len(np.unique(yte)) == 2:
+            pos = model.classes_[1]
+            res["roc_auc"] = float(roc_auc_score(yte == pos, model.predict_proba(xte)[:, 1]))
+        out[label] = res
+        out["metric"] = "accuracy"
+    return out
+
+
+def utility_report(schema: TableSchema, train: pd.DataFrame, holdout: pd.DataFrame,
+                   syn: pd.DataFrame, target: str | None, seed: int) -> tuple[dict, dict]:
+    """Returns (utility numbers, figure data)."""
+    marginals = {c.name: _marginal(c, train[c.name], syn[c.name]) for c in schema.columns}
+    cats = {}
+    for c in schema.columns:
+        if not c.is_numeric:
+            seen = dict.fromkeys([MISSING])
+            for f in (train, holdout, syn):
+                v = f[c.name].astype(object)
+                for s in pd.unique(v.map(str).where(~pd.isna(v), MISSING)):
+                    seen[s] = None
+            cats[c.name] = list(seen)
+    a_real = _association(schema, train, cats)
+    a_syn = _association(schema, syn, cats)
+    diff = np.abs(a_real - a_syn)
+    k = len(schema.columns)
+    off = diff[~np.eye(k, dtype=bool)] if k > 1 else np.zeros(0)
+    util = {
+        "marginal_tvd": {n: m["tvd"] for n, m in marginals.items()},
+        "marginal_tvd_mean": float(np.mean([m["tvd"] for m in marginals.values()])),
+        "association_difference_mean": float(off.mean()) if off.size else 0.0,
+        "association_difference_max": float(off.max()) if off.size else 0.0,
+        "association_measures": "|Pearson| num-num, Cramér's V cat-cat, correlation ratio "
+                                "num-cat",
+    }
+    if target:
+        util["tstr"] = _tstr(schema, target, train, holdout, syn, cats, seed)
+    figures = {"marginals": marginals,
+               "association_difference": {"columns": schema.names,
+                                          "matrix": diff.round(4).tolist()}}
+    return util, figures
