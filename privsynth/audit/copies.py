@@ -34,7 +34,7 @@ def exact_copies(ctx: AuditContext) -> list[RiskResult]:
         threshold_key="exact_copy_rate", attack="exact_copy",
         details={
             "synthetic_rows": n, "reference_rows": len(train),
-            "copies_of_train_rows": x1, "copies_of_holdout_rows": x2,
+            "copies_of_train_rows": x1, "copies_of_holdout_rows": x2, "observed_count": x1,
             "train_match_rate": x1 / n if n else math.nan,
             "holdout_match_rate": x2 / n if n else math.nan,
             "definition": "share of synthetic rows equal to a training row minus share equal to "
@@ -69,7 +69,7 @@ def unique_qi_copies(ctx: AuditContext) -> list[RiskResult]:
             "quasi_identifiers_source": "policy" if ctx.config.quasi_identifiers else
             "none named in the policy: all columns used",
             "synthetic_rows": n,
-            "copies_of_qi_unique_train_rows": counts[0],
+            "copies_of_qi_unique_train_rows": counts[0], "observed_count": counts[0],
             "copies_of_qi_unique_holdout_rows": counts[1],
             "definition": "share of synthetic rows copying a training row that is unique on the "
                           "quasi-identifiers, minus the same for the holdout; Newcombe interval",
