@@ -123,24 +123,28 @@ def nearest_neighbors(
         return dist, idx
     ref = np.ascontiguousarray(reference, dtype=np.float32)
     ref_sq = np.einsum("ij,ij->i", ref, ref)
+    ref_m2 = np.ascontiguousarray(-2.0 * ref.T)
     for start in range(0, nq, chunk):
         q = np.ascontiguousarray(queries[start : start + chunk], dtype=np.float32)
         q_sq = np.einsum("ij,ij->i", q, q)
-        d2 = q @ ref.T
-        d2 *= -2.0
-        d2 += q_sq[:, None]
+        # |q - r|^2 = |q|^2 + |r|^2 - 2 q.r ; |q|^2 is constant per row, added after selection
+        d2 = q @ ref_m2
         d2 += ref_sq[None, :]
-        np.maximum(d2, 0.0, out=d2)
-        if k_eff == 1:
-            best = np.argmin(d2, axis=1)[:, None]
-        else:
-            part = np.argpartition(d2, k_eff - 1, axis=1)[:, :k_eff]
-            order = np.argsort(np.take_along_axis(d2, part, axis=1), axis=1)
-            best = np.take_along_axis(part, order, axis=1)
-        bd = np.take_along_axis(d2, best, axis=1)
-        rows = slice(start, start + q.shape[0])
-        dist[rows, :k_eff] = np.sqrt(bd)
-        idx[rows, :k_eff] = best
+        rows = np.arange(q.shape[0])
+        best = np.empty((q.shape[0], k_eff), dtype=np.int64)
+        vals = np.empty((q.shape[0], k_eff), dtype=np.float64)
+        # k rounds of argmin + mask: far cheaper than argpartition on wide rows for small k
+        for j in range(k_eff):
+            b = np.argmin(d2, axis=1)
+            best[:, j] = b
+            vals[:, j] = d2[rows, b]
+            if j + 1 < k_eff:
+                d2[rows, b] = np.inf
+        vals += q_sq[:, None]
+        np.maximum(vals, 0.0, out=vals)
+        sl = slice(start, start + q.shape[0])
+        dist[sl, :k_eff] = np.sqrt(vals)
+        idx[sl, :k_eff] = best
     # float32 cancellation leaves tiny residues where rows are equal: snap them to zero
     dist[dist < 1e-3] = 0.0
     return dist, idx
