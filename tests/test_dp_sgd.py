@@ -243,12 +243,7 @@ def test_two_release_mode_runs_differ(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_same_dev_seed_gives_identical_results(backend, request):
-    if backend == "vae":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "known bug, reported to the lead: DPVAE.fit initialises VAEModule from torch's "
-            "global RNG, not from the dev-seeded generator, so a dev seed reproduces a run "
-            "only in a fresh process (fix: build the module inside gan.seeded_init(generator))")))
+def test_the_same_dev_seed_gives_identical_results(backend):
     torch.manual_seed(123)  # the global RNG in different states must not matter
     a = fit_backend(backend, 7)
     torch.manual_seed(456)

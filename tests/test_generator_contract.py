@@ -64,15 +64,7 @@ def fit_and_sample(backend: str, table: pd.DataFrame, seed: int = 3, n: int = 50
     return model, encoder, model.sample(n, generator=torch.Generator().manual_seed(seed + 1))
 
 
-SEED_BUGS = {
-    "vae": "DPVAE builds VAEModule from torch's global RNG, not the fit generator "
-           "(fix: wrap the construction in privsynth.generators.gan.seeded_init(generator))",
-}
-
-
-@pytest.mark.parametrize("backend", [
-    pytest.param(b, marks=pytest.mark.xfail(reason=SEED_BUGS[b], strict=True))
-    if b in SEED_BUGS else b for b in registry.BACKENDS])
+@pytest.mark.parametrize("backend", registry.BACKENDS)
 def test_dev_seed_gives_identical_output(backend, table):
     torch.manual_seed(12345)  # the global RNG differs between runs; only the seeds may matter
     _, _, first = fit_and_sample(backend, table)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -66,3 +67,13 @@ def block_cross_entropy(logits: torch.Tensor, codes: torch.Tensor,
         logp = torch.log_softmax(block, dim=1)
         total = total - logp.gather(1, codes[:, j : j + 1]).squeeze(1)
     return total
+
+
+@contextmanager
+def seeded_init(generator: torch.Generator) -> Iterator[None]:
+    """Run weight initialisation from a seed drawn from ``generator``, leaving torch's global
+    RNG as it was: a dev seed then fixes the initial weights too (release mode: OS entropy)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

@@ -18,6 +18,7 @@ from privsynth.generators.base import (
     block_offsets,
     one_hot_blocks,
     sample_blocks,
+    seeded_init,
 )
 from privsynth.generators.dp_sgd import DPSGDConfig, DPSGDPlan, DPSGDTrainer
 
@@ -71,7 +72,8 @@ class DPVAE(Generator):
             progress: ProgressFn | None = None) -> DPVAE:
         """Train on slot indices under DP-SGD; records the charge in ``charges_``."""
         data = torch.as_tensor(codes, dtype=torch.long, device=device)
-        module = VAEModule(widths, self.hidden, self.latent_dim, self.kl_weight)
+        with seeded_init(generator):
+            module = VAEModule(widths, self.hidden, self.latent_dim, self.kl_weight)
         plan = DPSGDPlan.calibrate(config, len(data))
         trainer = DPSGDTrainer(module, plan, config, generator=generator, device=device)
 
