@@ -97,7 +97,7 @@ def _summary(result, bundle: Path) -> None:
 
 
 def _check_text(check) -> str:
-    upper = getattr(check, "upper", None)
+    upper = getattr(check, "upper_bound", None)
     threshold = getattr(check, "threshold", None)
     if upper is None or threshold is None:
         return str(getattr(check, "detail", ""))
