@@ -175,16 +175,24 @@ class Thresholds(_Frozen):
     * ``mia_auc`` (0.6): the DeLong standard error of an honest AUC is about 1/sqrt(6n), so 0.6 is
       more than 10 standard errors away at n = 2,000 per side and fails honest runs essentially
       never, while a copying generator scores close to 1.
-    * anonymeter risks: residual risks with anonymeter's Wilson error over 500 attacks have a
-      half-width of at most ~0.05 when the true risk is 0, so 0.1 (singling out, linkability)
-      and 0.2 (inference, noisier: it depends on the secret's base rate) leave room.
+    * anonymeter risks are residual rates r = (a - c) / (1 - c), a and c the success rates on
+      train and control, with anonymeter's propagated Wilson error. With true risk 0 the
+      half-width is h ~ 1.96 * sqrt(2c / (n (1 - c))) over n attacks, and an honest release
+      passes 95% of the time when the limit is at least ~1.84 h. Multivariate singling out on
+      Adult has c ~ 0.2-0.3 at 1.5k-4k rows, so h ~ 0.07-0.085 at n = 500: hence
+      ``singling_out_risk`` 0.15 (measured: 3 of 12 honest runs exceed 0.1; none 0.15). A copy
+      release scores ~0.99. Linkability has c ~ 0.01, h < 0.02, so 0.1 is ample.
+      ``inference_risk`` 0.2 is kept for policies that ask for it with enough attacks: with
+      the same formula, a binary secret guessed right with c = 0.8 from similar people (Adult's
+      income) needs n >~ 2,600 attacks (``anonymeter_attacks``) for honest releases to pass 95%
+      of the time, which is why inference is not in the default attack list.
     """
 
     exact_copy_rate: Annotated[float, Field(ge=0, le=1)] = 0.005
     dcr_share: Annotated[float, Field(ge=0.5, le=1)] = 0.56
     mia_auc: Annotated[float, Field(ge=0.5, le=1)] = 0.6
     unique_qi_copy_rate: Annotated[float, Field(ge=0, le=1)] = 0.005
-    singling_out_risk: Annotated[float, Field(ge=0, le=1)] = 0.1
+    singling_out_risk: Annotated[float, Field(ge=0, le=1)] = 0.15
     linkability_risk: Annotated[float, Field(ge=0, le=1)] = 0.1
     inference_risk: Annotated[float, Field(ge=0, le=1)] = 0.2
 
