@@ -18,7 +18,7 @@ import pandas as pd
 
 from privsynth.audit import anonymeter as _anon
 from privsynth.audit import copies, membership
-from privsynth.audit.context import AuditContext
+from privsynth.audit.context import MAX_DISTANCE_ROWS, AuditContext
 from privsynth.audit.result import AuditFailure, AuditResult, RiskResult
 from privsynth.audit.utility import utility_report
 from privsynth.data.schema import TableSchema
@@ -150,6 +150,12 @@ def run_audit(
     meta["rows"]["balanced_reference"] = len(ctx.balanced[0])
     meta["rows"]["synthetic_used"] = len(ctx.synth)
     meta["rows"]["anonymeter_ori"] = min(len(ctx.balanced[0]), _anon.MAX_ANONYMETER_ROWS)
+    meta["rows"]["anonymeter_synthetic"] = min(len(ctx.synth), _anon.MAX_ANONYMETER_ROWS)
+    meta["sampling"] = (
+        f"train and holdout balanced to the same size (at most {MAX_DISTANCE_ROWS:,} rows) for "
+        f"the distance attacks; anonymeter gets seeded samples of at most "
+        f"{_anon.MAX_ANONYMETER_ROWS:,} rows each of train (ori), holdout (control) and "
+        f"synthetic, and {config.anonymeter_attacks} attacks, to bound its run time")
 
     risks: list[RiskResult] = []
     errors: list[AuditFailure] = []
