@@ -111,7 +111,14 @@ class ConditionalGenerator(nn.Module):
     def __init__(self, total: int, noise_dim: int, hidden: list[int]) -> None:
         super().__init__()
         self.noise_dim = noise_dim
-        self.net = leaky_mlp([noise_dim + total, *hidden, total])
+        layers: list[nn.Module] = []
+        width = noise_dim + total
+        for h in hidden:
+            # BatchNorm is allowed here: G never sees a real row, so mixing rows leaks nothing.
+            layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, total))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Logits of every block."""
@@ -137,7 +144,7 @@ class DPGAN(Generator):
         if not 0 < cond_share < 1:
             raise ValueError(f"cond_share must be in (0, 1). Got {cond_share}.")
         self.hidden = list(hidden or [64])
-        self.generator_hidden = list(generator_hidden or [128, 128])
+        self.generator_hidden = list(generator_hidden or [256, 256])
         self.noise_dim = noise_dim
         self.generator_lr = generator_lr
         self.tau = tau
@@ -193,6 +200,11 @@ class DPGAN(Generator):
 
         def d_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
             cond = self._conditions_from_rows(batch, generator)
+            # G in eval mode: its BatchNorm uses running statistics gathered in G's own steps
+            # (public conditions only). In train mode the batch statistics would make f_i, and
+            # so loss_i, depend on the other real rows' conditions, and the running statistics
+            # would absorb real-row frequencies outside DP-SGD.
+            gen.eval()
             with torch.no_grad(), self._amp():
                 z = torch.randn(len(batch), self.noise_dim, generator=generator, device=device)
                 fake = self._gumbel(gen(z, cond).float(), generator)
@@ -286,6 +298,7 @@ class DPGAN(Generator):
         trainer.module.disable_hooks()
         for p in disc.parameters():
             p.requires_grad_(False)
+        gen.train()
         try:
             cond = self._public_conditions(n, generator, sampling=False)
             z = torch.randn(n, self.noise_dim, generator=generator, device=self.device_)
