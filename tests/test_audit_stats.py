@@ -15,6 +15,7 @@ from privsynth.audit.stats import (
     auc_ci_delong,
     clopper_pearson_ci,
     newcombe_diff_ci,
+    paired_excess_ci,
     roc_auc,
     tpr_at_fpr,
     wilson_ci,
@@ -39,6 +40,24 @@ def test_newcombe_contains_zero_for_equal_rates_and_not_for_copies():
     assert d == 0 and low < 0 < high < 0.005
     d, low, high = newcombe_diff_ci(20, 2000, 0, 2000)
     assert low > 0.005
+
+
+def test_paired_excess_ci():
+    est, low, high = paired_excess_ci(0, 0, 2000)
+    assert est == 0 and high == pytest.approx(wilson_ci(0, 2000)[1]) and high < 0.002
+    est, low, high = paired_excess_ci(20, 0, 2000)  # 1% copies, no natural matches
+    assert est == 0.01 and 0 < low < 0.01 < high and high > 0.005
+    est, low, high = paired_excess_ci(200, 200, 3000)  # many natural matches cancel
+    assert est == 0 and low < 0 < high
+    # coverage under the null: discordant rows split evenly at random
+    rng = np.random.default_rng(1)
+    covered = 0
+    for _ in range(300):
+        m = rng.binomial(3000, 0.05)
+        a = rng.binomial(m, 0.5)
+        _, lo, hi = paired_excess_ci(a, m - a, 3000)
+        covered += lo <= 0 <= hi
+    assert covered >= 285
 
 
 def test_auc_matches_brute_force_and_delong_covers():

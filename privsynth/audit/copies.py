@@ -3,8 +3,11 @@
 Exact-copy rates are reported as an *excess over the holdout*: the share of synthetic rows equal
 to a training row minus the share equal to a (same-sized) holdout row. A generator that never saw
 the training rows matches both equally often, so the excess is about 0 even for a low-entropy table
-in which many rows are common; a generator that copies makes it positive. The interval is
-Newcombe's hybrid score interval for a difference of proportions.
+in which many rows are common; a generator that copies makes it positive. Only copies of rows that
+are rare (unique in their real table and absent from the other one; for unique_qi, unique on
+the quasi-identifiers) are gated. Both rates are
+measured on the same synthetic rows, so the interval is a paired one (see
+``stats.paired_excess_ci``): the noise of common rows matching both tables cancels.
 """
 
 from __future__ import annotations
@@ -16,30 +19,56 @@ import numpy as np
 from privsynth.audit.context import AuditContext
 from privsynth.audit.distance import row_hashes
 from privsynth.audit.result import RiskResult
-from privsynth.audit.stats import mean_ci, newcombe_diff_ci
+from privsynth.audit.stats import mean_ci, newcombe_diff_ci, paired_excess_ci
+
+
+def _singletons(hashes: np.ndarray) -> np.ndarray:
+    """Hashes that occur exactly once."""
+    values, counts = np.unique(hashes, return_counts=True)
+    return values[counts == 1]
+
+
+def _paired_copy_result(ctx: AuditContext, name: str, attack: str, hs: np.ndarray,
+                        targets_train: np.ndarray, targets_hold: np.ndarray,
+                        details: dict) -> RiskResult:
+    in_train = np.isin(hs, targets_train)
+    in_hold = np.isin(hs, targets_hold)
+    n = len(hs)
+    only_t = int(np.sum(in_train & ~in_hold))
+    only_h = int(np.sum(in_hold & ~in_train))
+    est, low, high = paired_excess_ci(only_t, only_h, n, ctx.confidence)
+    return RiskResult(
+        name=name, value=est, ci_low=low, ci_high=high, baseline=0.0, threshold_key=name,
+        attack=attack,
+        details={
+            "synthetic_rows": n, "reference_rows": len(ctx.balanced[0]),
+            "copies_of_train_rows": int(in_train.sum()),
+            "copies_of_holdout_rows": int(in_hold.sum()),
+            "train_only": only_t, "holdout_only": only_h, "observed_count": int(in_train.sum()),
+            "interval": "paired (McNemar-style) Wilson bounds on the discordant rows",
+            **details,
+        },
+    )
 
 
 def exact_copies(ctx: AuditContext) -> list[RiskResult]:
     train, holdout = ctx.balanced
-    syn = ctx.synth
     cols = ctx.schema.names
-    hs = row_hashes(syn, cols)
-    in_train = np.isin(hs, row_hashes(train, cols))
-    in_hold = np.isin(hs, row_hashes(holdout, cols))
-    n = len(hs)
-    x1, x2 = int(in_train.sum()), int(in_hold.sum())
-    est, low, high = newcombe_diff_ci(x1, n, x2, n, ctx.confidence)
-    return [RiskResult(
-        name="exact_copy_rate", value=est, ci_low=low, ci_high=high, baseline=0.0,
-        threshold_key="exact_copy_rate", attack="exact_copy",
-        details={
-            "synthetic_rows": n, "reference_rows": len(train),
-            "copies_of_train_rows": x1, "copies_of_holdout_rows": x2, "observed_count": x1,
-            "train_match_rate": x1 / n if n else math.nan,
-            "holdout_match_rate": x2 / n if n else math.nan,
-            "definition": "share of synthetic rows equal to a training row minus share equal to "
-                          "a holdout row (same size); Newcombe interval",
-        },
+    hs = row_hashes(ctx.synth, cols)
+    h_train, h_hold = row_hashes(train, cols), row_hashes(holdout, cols)
+    all_copies = int(np.isin(hs, h_train).sum())
+    # rare rows: unique in their own table and absent from the other one. A row that also
+    # occurs in the other sample is a common combination in the population; a fresh generator
+    # reproduces it by chance, and copying it singles nobody out.
+    rare_train = np.setdiff1d(_singletons(h_train), h_hold)
+    rare_hold = np.setdiff1d(_singletons(h_hold), h_train)
+    return [_paired_copy_result(
+        ctx, "exact_copy_rate", "exact_copy", hs, rare_train, rare_hold,
+        {"copies_of_any_train_row": all_copies, "rare_train_rows": int(rare_train.size),
+         "definition": "share of synthetic rows equal to a rare training row (unique in train, "
+                       "absent from the holdout), minus the same with the roles of train and "
+                       "the same-sized holdout swapped. Copies of common rows are counted "
+                       "above but not gated"},
     )]
 
 
@@ -51,29 +80,25 @@ def _unique_on(frame, qi: list[str]) -> np.ndarray:
 
 def unique_qi_copies(ctx: AuditContext) -> list[RiskResult]:
     train, holdout = ctx.balanced
-    syn = ctx.synth
     cols = ctx.schema.names
     qi = [c for c in ctx.config.quasi_identifiers if c in cols] or list(cols)
-    hs = row_hashes(syn, cols)
-    counts = []
-    for real in (train, holdout):
-        unique_rows = row_hashes(real, cols)[_unique_on(real, qi)]
-        counts.append(int(np.isin(hs, unique_rows).sum()))
-    n = len(hs)
-    est, low, high = newcombe_diff_ci(counts[0], n, counts[1], n, ctx.confidence)
-    return [RiskResult(
-        name="unique_qi_copy_rate", value=est, ci_low=low, ci_high=high, baseline=0.0,
-        threshold_key="unique_qi_copy_rate", attack="unique_qi",
-        details={
-            "quasi_identifiers": qi,
-            "quasi_identifiers_source": "policy" if ctx.config.quasi_identifiers else
-            "none named in the policy: all columns used",
-            "synthetic_rows": n,
-            "copies_of_qi_unique_train_rows": counts[0], "observed_count": counts[0],
-            "copies_of_qi_unique_holdout_rows": counts[1],
-            "definition": "share of synthetic rows copying a training row that is unique on the "
-                          "quasi-identifiers, minus the same for the holdout; Newcombe interval",
-        },
+    hs = row_hashes(ctx.synth, cols)
+    full = [row_hashes(real, cols) for real in (train, holdout)]
+    qi_h = [row_hashes(real, qi) for real in (train, holdout)]
+    # rows unique on the QIs in their own table whose QI combination the other table lacks
+    targets = [
+        full[i][_unique_on(real, qi) & ~np.isin(qi_h[i], qi_h[1 - i])]
+        for i, real in enumerate((train, holdout))
+    ]
+    return [_paired_copy_result(
+        ctx, "unique_qi_copy_rate", "unique_qi", hs, targets[0], targets[1],
+        {"quasi_identifiers": qi,
+         "quasi_identifiers_source": "policy" if ctx.config.quasi_identifiers else
+         "none named in the policy: all columns used",
+         "qi_unique_train_rows": int(len(targets[0])),
+         "definition": "share of synthetic rows copying a training row that is unique on the "
+                       "quasi-identifiers (and whose QI combination the holdout lacks), minus "
+                       "the same with train and holdout swapped"},
     )]
 
 

@@ -59,6 +59,30 @@ def newcombe_diff_ci(
     return (d, max(-1.0, low), min(1.0, high))
 
 
+def paired_excess_ci(
+    only_first: int, only_second: int, n: int, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Excess rate (x1 - x2) / n of two events measured on the *same* n items (paired).
+
+    Only discordant items carry information (McNemar): with m = only_first + only_second and
+    p = only_first / m, the excess is (m / n)(2p - 1). The interval multiplies the Wilson upper
+    bound of m / n by the Wilson bounds of 2p - 1, which is conservative, and with no
+    discordant item at all gives [-(3.84/n), 3.84/n] rather than a zero-width interval.
+    Returns ``(estimate, low, high)``.
+    """
+    if n <= 0:
+        return (math.nan, math.nan, math.nan)
+    m = only_first + only_second
+    est = (only_first - only_second) / n
+    m_lo, m_hi = wilson_ci(m, n, confidence)
+    if m == 0:
+        return (0.0, -m_hi, m_hi)
+    p_lo, p_hi = wilson_ci(only_first, m, confidence)
+    low = (m_hi if p_lo < 0.5 else m_lo) * (2 * p_lo - 1)
+    high = (m_hi if p_hi > 0.5 else m_lo) * (2 * p_hi - 1)
+    return (est, min(low, est), max(high, est))
+
+
 def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """Normal-approximation interval for a mean of bounded per-row scores."""
     values = np.asarray(values, dtype=float)

@@ -163,10 +163,14 @@ class Thresholds(_Frozen):
     n >= 2,000 synthetic rows against equal-sized train and holdout sets:
 
     * ``exact_copy_rate`` and ``unique_qi_copy_rate`` (0.005) gate the *excess* of synthetic rows
-      equal to a training row over those equal to a holdout row. With no natural duplicates the
-      honest upper bound is the Wilson bound for 0 events, about 3.84/n (0.0019 at n = 2,000;
-      0.00016 on Adult's 24k halves); a release with 1% of its rows copied from train has an
-      estimate of 0.01 and a lower bound above 0.007, so 0.005 blocks it and passes honest ones.
+      equal to a rare training row over those equal to a rare holdout row (paired interval).
+      With no natural matches the honest upper bound is the Wilson bound for 0 events, about
+      3.84/n (0.0019 at n = 2,000; 0.00016 on Adult's 24k halves); a release with 1% of its rows
+      copied from train has an estimate of 0.01 and an upper bound near 0.014, so 0.005 blocks
+      it and passes honest ones. On a low-entropy table (health_insurance: 7% of fresh rows
+      match a rare training row by chance) the noise is about sqrt(2 * 0.07 / n), 0.007 at
+      n = 3,000: such a table cannot be certified at 0.005 until n is several times larger,
+      and the gate blocks it (fail closed) unless the policy raises the limit.
       A limit of exactly 0 means zero tolerance: pass only if not one synthetic row copies a
       training row (an interval can never be below 0).
     * ``dcr_share`` (0.56): an honest share is 0.5 with standard error at most 0.5/sqrt(n); the

@@ -148,12 +148,16 @@ def _risk_bars(attacks: list[dict]) -> str:
     h = row_h * len(gated) + 30
     parts = []
     for i, a in enumerate(gated):
-        thr = float(a["threshold"]) or 1e-9
-        scale = max(thr * 2, float(a.get("ci_high") or 0), 1e-9)
+        # axis per row: from the baseline (the no-risk value: 0, or 0.5 for AUC and DCR share)
+        # to twice the threshold's distance from it
+        base = float(a.get("baseline") or 0.0)
+        base = base if base < float(a["threshold"]) else 0.0
+        thr = max(float(a["threshold"]) - base, 1e-9)
+        scale = max(thr * 2, 1e-9)
         y = 20 + i * row_h
-        val = max(float(a.get("value") or 0), 0)
-        hi = max(float(a.get("ci_high") or 0), 0)
-        lo = max(float(a.get("ci_low") or 0), 0)
+        val = max(float(a.get("value") or 0) - base, 0)
+        hi = max(float(a.get("ci_high") or 0) - base, 0)
+        lo = max(float(a.get("ci_low") or 0) - base, 0)
         color = "#2e7d32" if a.get("passed") else "#c62828"
         parts.append(f"<text x='{left - 6}' y='{y + 13}' text-anchor='end' font-size='12'>"
                      f"{_e(a['name'])}</text>")
@@ -166,7 +170,7 @@ def _risk_bars(attacks: list[dict]) -> str:
                      f"x2='{left + w * thr / scale:.1f}' y2='{y + 20}' stroke='#1565c0' "
                      f"stroke-width='2' stroke-dasharray='3,2'/>")
     parts.append(f"<text x='{left}' y='12' font-size='11' fill='#555'>bar: estimate; black: "
-                 f"95% interval; blue dashes: threshold (axis scaled per row to 2x threshold)"
+                 f"95% interval; blue dashes: threshold (axis per row: baseline to 2x threshold)"
                  f"</text>")
     return _svg(left + w + 20, h, "".join(parts), "Risks against thresholds")
 
