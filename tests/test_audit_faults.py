@@ -152,3 +152,32 @@ def test_real_attacks_on_small_synthetic_table_all_run():
     result = run_audit(_frame(300, 0), _frame(300, 1), _frame(300, 2), SCHEMA, config, seed=0)
     assert result.errors == ()
     assert {r.attack for r in result.risks} == set(config.attacks)
+
+
+def test_every_attack_runs_on_all_column_kinds_with_missing_values():
+    schema = TableSchema((*SCHEMA.columns,
+                          ColumnSchema("seen", "datetime", bounds=(17000.0, 20000.0)),
+                          ColumnSchema("member", "boolean")))
+
+    def frame(n, seed):
+        rng = np.random.default_rng(seed)
+        f = _frame(n, seed)
+        f["seen"] = rng.uniform(17000, 20000, n).round()
+        f.loc[rng.random(n) < 0.1, "seen"] = np.nan
+        f["member"] = rng.choice(np.array(["True", "False", None], dtype=object), n)
+        f.loc[rng.random(n) < 0.1, "city"] = None
+        return f
+
+    config = AuditPolicy(
+        attacks=["exact_copy", "dcr", "mia", "unique_qi", "singling_out", "linkability",
+                 "inference"],
+        quasi_identifiers=["age", "city"], secrets=["income", "member"],
+        linkability_aux=(["age", "city"], ["seen", "member"]), target="member",
+        anonymeter_attacks=50)
+    result = run_audit(frame(400, 0), frame(400, 1), frame(400, 2), schema, config, seed=0)
+    assert result.errors == (), result.errors
+    assert {r.attack for r in result.risks} == set(config.attacks)
+    assert {"inference_income", "inference_member"} <= {r.name for r in result.risks}
+    assert "tstr" in result.utility and "error" not in result.utility
+    marg = result.figures["marginals"]["member"]
+    assert set(marg["labels"]) <= {"True", "False", "(missing)"}

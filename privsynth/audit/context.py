@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ class AuditContext:
 
     def rng(self, label: str) -> np.random.Generator:
         """An independent generator per attack, derived from the audit seed and the label."""
-        salt = int.from_bytes(label.encode()[:8].ljust(8, b"\0"), "little")
+        salt = int.from_bytes(hashlib.sha256(label.encode()).digest()[:8], "little")
         return np.random.default_rng(np.random.SeedSequence(
             entropy=self.seed_seq.entropy, spawn_key=(*self.seed_seq.spawn_key, salt)))
 

@@ -109,13 +109,16 @@ def fit_embedding(schema: TableSchema, *frames: pd.DataFrame) -> Embedding:
 
 
 def nearest_neighbors(
-    queries: np.ndarray, reference: np.ndarray, k: int = 1, *, chunk: int = 1024
+    queries: np.ndarray, reference: np.ndarray, k: int = 1, *, chunk: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest reference rows for each query row (Euclidean), chunked BLAS.
 
-    Returns ``(distances, indices)`` each of shape (n_queries, k), sorted by distance.
+    Returns ``(distances, indices)`` each of shape (n_queries, k), sorted by distance. A chunk
+    of query rows times all reference rows is held at once (about 64 MB of float32).
     """
     nq, nr = queries.shape[0], reference.shape[0]
+    if chunk is None:
+        chunk = int(min(4096, max(64, (16 * 2**20) // max(nr, 1))))
     k_eff = min(k, nr)
     dist = np.full((nq, k), np.inf, dtype=np.float64)
     idx = np.full((nq, k), -1, dtype=np.int64)

@@ -19,8 +19,14 @@ MISSING = "(missing)"
 MAX_TSTR_ROWS = 20_000
 
 
+_BOOLEAN_TOKENS = {"true", "false", "t", "f", "yes", "no", "y", "n", "0", "1", "0.0", "1.0"}
+
+
 def _public_labels(col: ColumnSchema, series: pd.Series) -> pd.Series:
     domain = {str(v) for v in (col.domain or ())}
+    if col.kind == "boolean":  # a boolean's domain is public by definition
+        domain |= {str(v) for v in pd.unique(series.dropna().astype(object))
+                   if str(v).strip().lower() in _BOOLEAN_TOKENS}
     s = series.astype(object)
     miss = pd.isna(s)
     strs = s.map(str)
@@ -48,7 +54,9 @@ def _marginal(col: ColumnSchema, real: pd.Series, syn: pd.Series, bins: int = 20
                 "tvd": float(0.5 * np.abs(pr - ps).sum()), "wasserstein_scaled": w1}
     lr = _public_labels(col, real).value_counts(normalize=True)
     ls = _public_labels(col, syn).value_counts(normalize=True)
-    labels = [str(v) for v in (col.domain or ())] + [OTHER, MISSING]
+    labels = [str(v) for v in (col.domain or ())]
+    labels += sorted((set(lr.index) | set(ls.index)) - set(labels) - {OTHER, MISSING})
+    labels += [OTHER, MISSING]
     labels = [lab for lab in labels if lab in lr.index or lab in ls.index]
     pr = np.array([lr.get(lab, 0.0) for lab in labels])
     ps = np.array([ls.get(lab, 0.0) for lab in labels])
