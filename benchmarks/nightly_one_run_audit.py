@@ -24,6 +24,12 @@ Design (the paper's "auditing in one training run", black-box variant):
 The same run with DP off (no noise: privsynth's test-only ``noise_off`` mutation; clipping norm
 1e6) must give a lower bound above 2; otherwise the audit could not see a leak on this setup and
 the script says it is uninformative. Exit code 1 if a DP run's lower bound exceeds its claim.
+
+Figures on the 2-core dev machine (default settings, ~7 minutes in all): VAE DP on 0.000 <= 2,
+DP off 3.770 (200 of 200 guesses right: informative). GAN (discriminator logit as the score) DP
+on 0.000, DP off 0.000: uninformative, the non-private discriminator does not single out its
+canaries at this size; a stronger score (e.g. a shadow-model or white-box gradient score) is
+needed before this audit says anything about the GAN.
 """
 
 from __future__ import annotations
@@ -167,7 +173,7 @@ def run(name: str, dp: bool, m: int, epochs: float, seed: int, base_rows: int = 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--canaries", type=int, default=1000)
-    parser.add_argument("--epochs", type=float, default=200)
+    parser.add_argument("--epochs", type=float, default=100)
     parser.add_argument("--backends", nargs="+", default=["vae", "gan"])
     parser.add_argument("--seed", type=int, default=20231)
     args = parser.parse_args(argv)
