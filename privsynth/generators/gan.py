@@ -44,8 +44,10 @@ without reading any real row:
 * ``conditioning="uniform"``: G trains on conditions uniform over (column, slot) and samples with
   the null condition (free; uniform conditions would distort the marginals).
 
-G's loss is softplus(-D(G(z, c), c)) plus the cross-entropy of G's block j against slot k
-(CTGAN's condition loss); G sees one-hot-like rows through a Gumbel-softmax (temperature
+G's loss is softplus(-D(G(z, c), c)), plus the cross-entropy of G's block j against slot k
+(CTGAN's condition loss), plus (``conditioning="dp"``) ``marginal_weight`` times the KL from the
+DP frequencies to the batch mean of G's blocks (post-processing of the paid-for frequencies).
+G sees one-hot-like rows through a Gumbel-softmax (temperature
 ``tau``) so D cannot tell soft from hard one-hots.
 """
 
@@ -138,7 +140,8 @@ class DPGAN(Generator):
                  generator_hidden: list[int] | None = None, noise_dim: int = 32,
                  generator_lr: float = 2e-3, tau: float = 0.2, null_prob: float = 0.2,
                  conditioning: str = "dp", cond_share: float = 0.05,
-                 generator_steps: int = 1, autocast: bool = False) -> None:
+                 generator_steps: int = 1, marginal_weight: float = 1.0,
+                 autocast: bool = False) -> None:
         if conditioning not in ("dp", "uniform"):
             raise ValueError(f"conditioning must be 'dp' or 'uniform'. Got {conditioning!r}.")
         if not 0 < cond_share < 1:
@@ -152,6 +155,7 @@ class DPGAN(Generator):
         self.conditioning = conditioning
         self.cond_share = cond_share
         self.generator_steps = generator_steps
+        self.marginal_weight = marginal_weight
         self.autocast = autocast
 
     @classmethod
@@ -163,7 +167,7 @@ class DPGAN(Generator):
         """Constructor arguments (public, JSON-friendly), for saving."""
         return {k: getattr(self, k) for k in (
             "hidden", "generator_hidden", "noise_dim", "generator_lr", "tau", "null_prob",
-            "conditioning", "cond_share", "generator_steps", "autocast")}
+            "conditioning", "cond_share", "generator_steps", "marginal_weight", "autocast")}
 
     # ------------------------------------------------------------------ training
 
@@ -246,6 +250,7 @@ class DPGAN(Generator):
     def _set_condition_table(self, device: torch.device) -> None:
         """One flat (column, slot) distribution: column uniform, slot by ``cond_probs_``."""
         c = len(self.widths_)
+        self.cond_probs_dev_ = [p.to(device) for p in self.cond_probs_]
         flat = torch.cat([p / c for p in self.cond_probs_]).to(device)
         self.cond_flat_ = flat / flat.sum()
 
@@ -308,12 +313,27 @@ class DPGAN(Generator):
             pairs = torch.cat([fake, cond], 1)[:, None, :]
             adversarial = F.softplus(-disc(pairs)[:, 0])
             gen_opt.zero_grad(set_to_none=True)
-            (adversarial.mean() + self._condition_loss(logits, cond)).backward()
+            loss = adversarial.mean() + self._condition_loss(logits, cond)
+            if self.conditioning == "dp" and self.marginal_weight > 0:
+                loss = loss + self.marginal_weight * self._marginal_loss(logits)
+            loss.backward()
             gen_opt.step()
         finally:
             for p in disc.parameters():
                 p.requires_grad_(True)
             trainer.module.enable_hooks()
+
+    def _marginal_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """Σ_j KL(p̂_j ‖ batch mean of G's softmax over block j), p̂_j the DP frequencies.
+
+        The conditions are drawn from p̂ with the column uniform, so the batch mean of G's
+        block j should match p̂_j; p̂ is a DP output, so this is post-processing (free)."""
+        loss = logits.new_zeros(())
+        for p, block in zip(self.cond_probs_dev_, torch.split(logits, self.widths_, dim=1),
+                            strict=True):
+            q = torch.softmax(block, dim=1).mean(0).clamp_min(1e-8)
+            loss = loss + (p * (torch.log(p.clamp_min(1e-8)) - torch.log(q))).sum()
+        return loss
 
     def _condition_loss(self, logits: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Mean over non-null rows of -log softmax(block j)[k] for the condition (j, k)."""
