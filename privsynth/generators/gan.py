@@ -54,8 +54,7 @@ G sees one-hot-like rows through a Gumbel-softmax (temperature
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -68,6 +67,7 @@ from privsynth.generators.base import (
     block_offsets,
     one_hot_blocks,
     sample_blocks,
+    seeded_init,
 )
 from privsynth.generators.dp_sgd import DPSGDConfig, DPSGDPlan, DPSGDTrainer
 from privsynth.policy.model import GeneratorPolicy
@@ -83,16 +83,6 @@ def leaky_mlp(sizes: list[int]) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(nn.LeakyReLU(0.2))
     return nn.Sequential(*layers)
-
-
-@contextmanager
-def seeded_init(generator: torch.Generator) -> Iterator[None]:
-    """Run weight initialisation from a seed drawn from ``generator``, leaving torch's global
-    RNG as it was: a dev seed then fixes the initial weights too (release mode: OS entropy)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 class Discriminator(nn.Module):
