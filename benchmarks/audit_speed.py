@@ -8,7 +8,9 @@ run, with anonymeter at the policy default of 500 attacks, plus the utility evid
     python benchmarks/audit_speed.py            # prints the timing table
     python benchmarks/audit_speed.py --attacks 300
 
-Target: under 2 minutes on a 2-core machine.
+Target: under 2 minutes on a 2-core machine. Measured on the 2-core development machine while
+other jobs shared it: 31 s (load average 4.4) and 53 s (load average 11); the slowest steps are
+anonymeter's singling out (query generation, hence its 10k-row samples) and the MIA k-NN searches.
 """
 
 from __future__ import annotations
