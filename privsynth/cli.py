@@ -127,6 +127,37 @@ def verify(bundle: Annotated[Path, typer.Argument(help="A release bundle folder.
     console.print(f"[green]ok[/] {bundle}: hashes match; ε recomputes from the manifest")
 
 
+@app.command()
+def audit(
+    real: Annotated[Path, typer.Option("--real", help="Rows the generator trained on.")],
+    holdout: Annotated[Path, typer.Option(help="Real rows the generator never saw.")],
+    synthetic: Annotated[Path, typer.Option(help="The synthetic table to audit.")],
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")],
+    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+    dp_claim: Annotated[bool, typer.Option(help="The generator was trained with DP.")] = False,
+) -> None:
+    """Audit any generator's output with the same attacks, gate and report. No ε is spent."""
+    from privsynth.audit.external import audit_tables, write_external_report  # noqa: PLC0415
+    from privsynth.policy.loader import load_policy  # noqa: PLC0415
+
+    try:
+        loaded = load_policy(policy)
+        result = audit_tables(real, holdout, synthetic, loaded, dp_claim=dp_claim,
+                              label=synthetic.stem)
+        target = out or Path("audits") / loaded.dataset.id / f"external-{synthetic.stem}"
+        write_external_report(result, target)
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
+    verdict = "[bold green]PASSED[/]" if result.decision.passed else "[bold red]BLOCKED[/]"
+    console.print(f"{verdict}  audit of {synthetic.name}; report in {target}")
+    for check in result.decision.checks:
+        mark = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
+        console.print(f"  {mark}  {check.name}: {_check_text(check)}")
+    for reason in result.decision.reasons:
+        console.print(f"  [red]reason:[/] {reason}")
+    raise typer.Exit(EXIT_OK if result.decision.passed else EXIT_BLOCKED)
+
+
 # ---------------------------------------------------------------- policy
 
 
