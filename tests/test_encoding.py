@@ -8,7 +8,11 @@ import pytest
 
 from privsynth.data.table import prepare_table
 from privsynth.encoding.categorical import OTHER
-from privsynth.encoding.table_encoder import TableEncoder, count_encoding_mechanisms, encoding_budget
+from privsynth.encoding.table_encoder import (
+    TableEncoder,
+    count_encoding_mechanisms,
+    encoding_budget,
+)
 from privsynth.policy.loader import parse_policy
 from privsynth.privacy.events import PrivacySpend
 
