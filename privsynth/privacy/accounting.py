@@ -35,8 +35,17 @@ def dpsgd_epsilon(*, sigma: float, q: float, steps: int, delta: float, accountan
         raise PrivacyError(f"sample rate q must be in (0, 1]. Got {q} instead.")
     if steps <= 0:
         return 0.0
+    return history_epsilon([(float(sigma), float(q), int(steps))], delta=delta,
+                           accountant=accountant)
+
+
+def history_epsilon(history: list[tuple[float, float, int]], *, delta: float,
+                    accountant: str) -> float:
+    """Epsilon of several DP-SGD runs, each (sigma, q, steps), composed under one accountant."""
+    if not history:
+        return 0.0
     acc = make_accountant(accountant)
-    acc.history = [(float(sigma), float(q), int(steps))]
+    acc.history = list(history)
     with warnings.catch_warnings():
         # Opacus' PRV grid evaluates log(0) at its edge and RDP notes when the optimal order
         # sits at the end of its alpha range; both are numerical notes, not errors.

@@ -381,7 +381,7 @@ class Ledger:
     # ------------------------------------------------------------------ internals
     @staticmethod
     def _composed(rows: list[dict[str, Any]], delta: float, accountant: str) -> float:
-        from privsynth.privacy.accounting import make_accountant
+        from privsynth.privacy.accounting import history_epsilon
 
         reserved: dict[str, int] = {}
         charged: dict[str, int] = {}
@@ -406,11 +406,7 @@ class Ledger:
             # overrun entries are covered: their charges are already counted above
         for rid, micro in reserved.items():
             pure_micro += max(0, micro - charged.get(rid, 0))
-        composed = 0.0
-        if history:
-            acc = make_accountant(accountant)
-            acc.history = list(history)
-            composed = float(acc.get_epsilon(delta=delta))
+        composed = history_epsilon(history, delta=delta, accountant=accountant)
         return composed + from_micro(pure_micro)
 
 
