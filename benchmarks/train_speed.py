@@ -10,8 +10,10 @@ steps three ways, swapping only the trainer:
   step on the mean loss: no clipping, no noise.
 
 Rows/s = (steps - 1) · E[B] / time from the end of the first step to the end of the last one
-(calibration and warm-up excluded). Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA;
-on the CPU the peak resident-set growth during the run, sampled every 5 ms (approximate).
+(calibration and warm-up excluded), best of ``--repeats`` interleaved rounds (a shared machine's
+load then biases no mode). Peak memory is measured in a fresh process per run:
+``torch.cuda.max_memory_allocated`` on CUDA; on the CPU the peak resident-set growth during
+``fit`` over the process's size before it, sampled every 5 ms (approximate).
 
 The large tables are Adult (privsynth/demo or /work/shared/datasets/adult.csv.gz) resampled with
 replacement to the requested number of rows, encoded with the demo policy's public bins.
@@ -24,6 +26,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -204,6 +208,15 @@ def run_one(backend: str, mode: str, codes, widths, config, device, steps):
     return rate, peak
 
 
+def fresh_process_peak(args, backend: str, rows: int, mode: str) -> int:
+    """Peak memory of one run in a fresh process (no allocator cache from earlier runs)."""
+    command = [sys.executable, __file__, "--memory-only", "--device", args.device,
+               "--rows", str(rows), "--steps", str(args.steps), "--batch", str(args.batch),
+               "--backends", backend, "--modes", mode, "--threads", str(args.threads)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return int(next(line for line in out.splitlines() if line.startswith("PEAK")).split()[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -214,17 +227,25 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["dp-ghost", "plain"],
                         choices=list(TRAINERS))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds over the modes, interleaved; the best rate is kept")
+    parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # Opacus hook and accountant notices
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{os.cpu_count()}"
-    print(f"device: {device} ({name}); torch {torch.__version__}; threads "
-          f"{torch.get_num_threads()}; E[B]={args.batch}; {args.steps} steps per run")
+    if args.memory_only:
+        args.repeats = 1
+    else:
+        print(f"device: {device} ({name}); torch {torch.__version__}; threads "
+              f"{torch.get_num_threads()}; E[B]={args.batch}; {args.steps} steps per run, "
+              f"best of {args.repeats}")
     header = (f"{'backend':7} {'rows':>9} {'mode':9} {'rows/s':>10} {'t/plain':>8} "
               f"{'peak MiB':>9}")
-    print(header)
+    if not args.memory_only:
+        print(header)
     results = []
     for rows in args.rows:
         codes, widths, source = adult_codes(rows)
@@ -232,12 +253,20 @@ def main() -> None:
         config = DPSGDConfig(epsilon=1.0, delta=1e-7, expected_batch_size=args.batch,
                              epochs=epochs, max_grad_norm=1.0, learning_rate=1e-3)
         plan = DPSGDPlan.calibrate(config, rows)
+        if args.memory_only:
+            _, peak = run_one(args.backends[0], args.modes[0], codes, widths, config, device,
+                              plan.steps)
+            print(f"PEAK {peak}")
+            return
         for backend in args.backends:
-            rates = {}
+            rates: dict[str, float] = {}
+            for _ in range(args.repeats):
+                for mode in args.modes:
+                    rate, _ = run_one(backend, mode, codes, widths, config, device, plan.steps)
+                    rates[mode] = max(rates.get(mode, 0.0), rate)
             for mode in args.modes:
-                rate, peak = run_one(backend, mode, codes, widths, config, device, plan.steps)
-                rates[mode] = rate
-                results.append((backend, rows, mode, rate, peak))
+                peak = fresh_process_peak(args, backend, rows, mode)
+                results.append((backend, rows, mode, rates[mode], peak))
             base = rates.get("plain")
             for b, r, m, rate, peak in results[-len(args.modes):]:
                 ratio = f"{base / rate:8.2f}" if base else "       -"
