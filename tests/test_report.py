@@ -16,17 +16,17 @@ from privsynth.audit.runner import run_audit
 from privsynth.audit.testing import DATASETS, load_model_space, three_way_split
 from privsynth.gate import decide
 from privsynth.policy.model import AuditPolicy
-from privsynth.release.report import build_report, write_report
+from privsynth.release.report import MAX_CATEGORIES, build_report, render_html, write_report
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "privsynth/schemas/audit-report.schema.json"
 CANARIES = ["CANARY-7f3a91-workclass", "CANARY-c2d4e8-country", "CANARY-91bb07-income"]
 NUMERIC_CANARY = 987654321.0
 
-pytestmark = pytest.mark.skipif(not (Path(DATASETS) / "adult.csv.gz").exists(),
-                                reason="shared datasets not available")
 
 
 def _audit(tmp_path: Path, *, copy: bool):
+    if not (Path(DATASETS) / "adult.csv.gz").exists():
+        pytest.skip("shared datasets not available")
     frame, schema = load_model_space("adult")  # domains from the clean table: public facts
     train, holdout, fresh = three_way_split(frame, 1500, 5)
     # plant canaries in real rows: categorical cells, the target, and a numeric cell
@@ -159,7 +159,78 @@ def test_html_renders_in_headless_chromium(which, expected, request, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert expected in dom.stdout
     assert 'id="decision"' in dom.stdout and "INTERNAL TO THE DATA CONTROLLER" in dom.stdout
+    assert 'id="stages"' in dom.stdout and 'id="columns"' in dom.stdout
     assert dom.stdout.count("<svg") >= 5
     shot = tmp_path / "page.png"
     res = _run_chromium(exe, [f"--screenshot={shot}", "--window-size=1200,2400"], url)
     assert res.returncode == 0 and shot.exists() and shot.stat().st_size > 10_000
+
+
+def _release_shaped_report() -> dict:
+    """Mechanism and columns as the pipeline writes them (manifest privacy, actions + schema)."""
+    many = [f"cat{i:02d}" for i in range(MAX_CATEGORIES + 5)]
+    return {
+        "decision": {"passed": False, "reasons": ["blocked"]},
+        "mechanism": {
+            "unit": "one row", "epsilon": 0.99, "delta": 1e-6, "epsilon_allotted": 1.0,
+            "delta_allotted": 1e-6, "composition": "basic (sum over charges)",
+            "stages": {"encoding": {"epsilon": 0.1, "delta": 0.0},
+                       "training": {"epsilon": 0.89, "delta": 1e-6}},
+            "charges": [
+                {"stage": "encoding", "mechanism": "threshold_domain", "epsilon": 0.05,
+                 "delta": 0.0, "column": "zip", "params": {"threshold": 12.5, "sensitivity": 1}},
+                {"stage": "encoding", "mechanism": "laplace_histogram", "epsilon": 0.05,
+                 "delta": 0.0, "column": "age", "params": {"cells": 64, "sensitivity": 1.0}},
+                {"stage": "training", "mechanism": "dp_sgd", "epsilon": 0.89, "delta": 1e-6,
+                 "column": None, "params": {"sigma": 1.2345678, "q": 0.0123456, "steps": 179,
+                                            "accountant": "prv", "max_grad_norm": 1.0}},
+            ],
+        },
+        "columns": {
+            "actions": {"name": "dropped", "zip": "generalized (zip3)", "age": "kept",
+                        "sex": "kept", "ward": "kept", "visit": "kept", "ext": "kept"},
+            "schema": {
+                "zip": {"kind": "categorical", "bounds": None, "domain": many,
+                        "bounds_source": None, "domain_source": "dp"},
+                "age": {"kind": "integer", "bounds": [0.0, 90.0], "domain": None,
+                        "bounds_source": "policy", "domain_source": None},
+                "sex": {"kind": "categorical", "bounds": None, "domain": ["F", "M"],
+                        "bounds_source": None, "domain_source": "policy"},
+                "visit": {"kind": "datetime", "bounds": [16436.0, 20089.0], "domain": None,
+                          "bounds_source": "policy", "domain_source": None},
+                # an external audit reads these from the real rows: never listed in the page
+                "ward": {"kind": "categorical", "bounds": None,
+                         "domain": ["CANARY-ward-3f9a", "B"], "bounds_source": None,
+                         "domain_source": None},
+                "ext": {"kind": "numeric", "bounds": [1234.5678, 98765.4321], "domain": None,
+                        "bounds_source": None, "domain_source": None},
+            },
+        },
+    }
+
+
+def test_mechanism_and_columns_are_tables_not_json_blobs():
+    page = render_html(_release_shaped_report())
+    for table in ("stages", "charges", "columns"):
+        assert f"<table class='grid-table' id='{table}'>" in page, table
+    mechanism = page[page.index("<h2>Privacy mechanism"):page.index("<h2>Columns and rules")]
+    columns = page[page.index("<h2>Columns and rules"):page.index("<h2>Threat model")]
+    for section in (mechanism, columns):
+        assert "<code>{" not in section and "<code>[" not in section  # no raw JSON dumps
+    # charges: one row each, readable parameters, a sum row
+    assert mechanism.count("<tr><td>") >= 3 + 2
+    for text in ("DP-SGD", "σ (noise multiplier) = <b>1.23457</b>", "q (sampling rate) = "
+                 "<b>0.01235</b>", "steps = <b>179</b>", "accountant = <b>PRV</b>",
+                 "C (clipping norm) = <b>1</b>", "threshold τ = <b>12.5</b>",
+                 "Laplace threshold", "sum over charges", "allotted by the policy"):
+        assert text in mechanism, text
+    # columns: rule, kind, bounds and domains with their source
+    assert "generalized (zip3)" in columns and "dropped" in columns
+    assert "0 to 90" in columns and "2015-01-01 to 2025-01-01" in columns
+    assert "F, M" in columns
+    assert f"{MAX_CATEGORIES + 5} categories" in columns
+    assert "cat00" in columns and f"cat{MAX_CATEGORIES - 1:02d}" in columns  # DP: public
+    assert f"cat{MAX_CATEGORIES:02d}" not in columns and "and 5 more" in columns
+    # facts not from the policy nor a DP mechanism: a count only, never the values
+    assert "CANARY-ward" not in page and "1234" not in page and "98765" not in page
+    assert "2 categories" in columns

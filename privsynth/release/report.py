@@ -324,6 +324,204 @@ def _utility(util: dict) -> str:
     return "".join(parts)
 
 
+# --- privacy mechanism and columns: readable tables ------------------------------------------
+
+_MECHANISMS = {
+    "dp_sgd": "DP-SGD (Opacus)",
+    "laplace_histogram": "Laplace histogram",
+    "laplace_category_counts": "Laplace category counts",
+    "threshold_domain": "Laplace threshold (category discovery)",
+}
+_PARAMS = {  # key -> (label, digits); params not listed are shown under their own name
+    "sigma": ("σ (noise multiplier)", 6),
+    "q": ("q (sampling rate)", 4),
+    "steps": ("steps", 6),
+    "accountant": ("accountant", 6),
+    "max_grad_norm": ("C (clipping norm)", 4),
+    "cells": ("cells", 6),
+    "categories": ("categories", 6),
+    "sensitivity": ("sensitivity", 4),
+    "threshold": ("threshold τ", 4),
+}
+_MECHANISM_FIELDS = {
+    "unit": "unit of privacy",
+    "epsilon": "ε spent by this release",
+    "delta": "δ spent by this release",
+    "epsilon_allotted": "ε allotted by the policy",
+    "delta_allotted": "δ allotted by the policy",
+    "composition": "composition",
+    "accountant": "accountant",
+    "seed_mode": "seed mode",
+    "dataset_epsilon_spent_after": "ε spent on this dataset, all releases (after this one)",
+    "cumulative_epsilon": "ε spent on this dataset, all releases",
+    "public_facts": "treated as public",
+}
+_SOURCES = {"policy": "policy (public)", "dp": "DP mechanism"}
+MAX_CATEGORIES = 12  # categories listed per column before "… and N more"
+
+
+def _num(v: Any, digits: int = 6) -> str:
+    """A number for people: whole floats without ".0", others to ``digits`` significant."""
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return _fmt(v, digits)
+
+
+def _mechanism_name(name: Any) -> str:
+    label = _MECHANISMS.get(str(name))
+    return (f"{_e(label)} <span class='muted'>({_e(name)})</span>" if label
+            else _e(str(name).replace("_", " ")))
+
+
+def _params_cell(params: Any) -> str:
+    if not isinstance(params, dict) or not params:
+        return "—" if not params else f"<code>{_e(json.dumps(params, sort_keys=True))}</code>"
+    items = []
+    for key, value in params.items():
+        label, digits = _PARAMS.get(key, (key, 6))
+        shown = (_e(str(value).upper()) if key == "accountant" and isinstance(value, str)
+                 else _num(value, digits) if not isinstance(value, dict | list)
+                 else f"<code>{_e(json.dumps(value, sort_keys=True))}</code>")
+        items.append(f"<span class='param'>{_e(label)} = <b>{shown}</b></span>")
+    return "<br>".join(items)
+
+
+def _charges_table(charges: list) -> str:
+    if not charges:
+        return "<p class='muted'>No DP charge recorded.</p>"
+    head = ("<tr><th>#</th><th>stage</th><th>mechanism</th><th>column</th><th>ε</th><th>δ</th>"
+            "<th>parameters</th></tr>")
+    rows, eps, delta = [], 0.0, 0.0
+    for i, c in enumerate(charges, 1):
+        c = c if isinstance(c, dict) else {"mechanism": c}
+        eps += float(c.get("epsilon") or 0.0)
+        delta += float(c.get("delta") or 0.0)
+        column = _e(c["column"]) if c.get("column") else "<span class='muted'>all columns</span>"
+        rows.append(f"<tr><td>{i}</td><td>{_e(c.get('stage', '—'))}</td>"
+                    f"<td>{_mechanism_name(c.get('mechanism'))}</td><td>{column}</td>"
+                    f"<td class='num'>{_num(c.get('epsilon'))}</td>"
+                    f"<td class='num'>{_num(c.get('delta'))}</td>"
+                    f"<td>{_params_cell(c.get('params'))}</td></tr>")
+    rows.append(f"<tr class='total'><th colspan='4'>sum over charges</th>"
+                f"<td class='num'>{_num(eps)}</td><td class='num'>{_num(delta)}</td><td></td>"
+                f"</tr>")
+    return ("<table class='grid-table' id='charges'><caption>Every DP read of the real data, "
+            "with the exact inputs <code>privsynth verify</code> recomputes ε from</caption>"
+            + head + "".join(rows) + "</table>")
+
+
+def _stages_table(stages: dict, total: dict) -> str:
+    head = "<tr><th>stage</th><th>ε</th><th>δ</th></tr>"
+    rows, eps, delta = [], 0.0, 0.0
+    for name, v in stages.items():
+        v = v if isinstance(v, dict) else {"epsilon": v}
+        eps += float(v.get("epsilon") or 0.0)
+        delta += float(v.get("delta") or 0.0)
+        rows.append(f"<tr><td>{_e(name)}</td><td class='num'>{_num(v.get('epsilon'))}</td>"
+                    f"<td class='num'>{_num(v.get('delta'))}</td></tr>")
+    rows.append(f"<tr class='total'><th>total</th><td class='num'>{_num(eps)}</td>"
+                f"<td class='num'>{_num(delta)}</td></tr>")
+    if total.get("epsilon_allotted") is not None:
+        rows.append(f"<tr class='muted'><td>allotted by the policy</td>"
+                    f"<td class='num'>{_num(total.get('epsilon_allotted'))}</td>"
+                    f"<td class='num'>{_num(total.get('delta_allotted'))}</td></tr>")
+    return "<table class='grid-table' id='stages'>" + head + "".join(rows) + "</table>"
+
+
+def _mechanism(mech: dict | None) -> str:
+    if not mech:
+        return "<p class='muted'>Not provided.</p>"
+    stages = next((mech[k] for k in ("stages", "per_stage_epsilon")
+                   if isinstance(mech.get(k), dict)), None)
+    charges = mech.get("charges") if isinstance(mech.get("charges"), list) else None
+    skip = {"stages", "per_stage_epsilon", "charges"}
+    rest = {_MECHANISM_FIELDS.get(k, k): v for k, v in mech.items() if k not in skip}
+    parts = [_kv_table(rest)]
+    if stages is not None:
+        parts.append("<h3>ε and δ per stage</h3>" + _stages_table(stages, mech))
+    if charges is not None:
+        parts.append("<h3>DP charges</h3>" + _charges_table(charges))
+    return "".join(parts)
+
+
+def _date(days: float) -> str:
+    try:
+        return (dt.date(1970, 1, 1) + dt.timedelta(days=float(days))).isoformat()
+    except (OverflowError, ValueError):
+        return _num(days)
+
+
+def _source(src: Any) -> str:
+    return f"<span class='src'>{_e(_SOURCES.get(str(src), src))}</span>"
+
+
+def _bounds_cell(info: dict) -> str:
+    bounds, src = info.get("bounds"), info.get("bounds_source")
+    if not bounds:
+        return "—"
+    if src not in _SOURCES:  # e.g. an external audit's scaling read from the real rows
+        return "<span class='muted'>from the real rows; internal, not listed</span>"
+    low, high = bounds[0], bounds[-1]
+    if info.get("kind") == "datetime":
+        shown = f"{_date(low)} to {_date(high)}"
+    else:
+        shown = f"{_num(low)} to {_num(high)}"
+    return f"{shown} {_source(src)}"
+
+
+def _domain_cell(info: dict) -> str:
+    domain, src = info.get("domain"), info.get("domain_source")
+    if not domain:
+        return "false / true" if info.get("kind") == "boolean" else "—"
+    count = f"{len(domain)} categor{'y' if len(domain) == 1 else 'ies'}"
+    if src not in _SOURCES:  # not public: a count only, never the labels
+        return f"{count} <span class='muted'>(from the real rows; internal, not listed)</span>"
+    shown = ", ".join(_e(v) for v in domain[:MAX_CATEGORIES])
+    more = len(domain) - MAX_CATEGORIES
+    if more > 0:
+        shown += f" <span class='muted'>… and {more} more</span>"
+    return f"{count} {_source(src)}<div class='cats'>{shown}</div>"
+
+
+def _action_cell(action: Any) -> str:
+    text = str(action)
+    cls = ("drop" if text.startswith("dropped") else "gen" if text.startswith("generalized")
+           else "pseudo" if text.startswith("replaced") else "keep")
+    return f"<span class='act {cls}'>{_e(text)}</span>"
+
+
+def _columns(columns: dict | None) -> str:
+    if not columns:
+        return "<p class='muted'>Not provided.</p>"
+    if isinstance(columns.get("actions"), dict) or isinstance(columns.get("schema"), dict):
+        actions = columns.get("actions") or {}
+        schema = columns.get("schema") or {}
+        extra = {k: v for k, v in columns.items() if k not in ("actions", "schema")}
+    else:  # one entry per column: schema facts with the rule beside them
+        schema = {n: v for n, v in columns.items() if isinstance(v, dict)}
+        actions = {n: v.get("action", v.get("rule", "—")) for n, v in schema.items()}
+        extra = {n: v for n, v in columns.items() if not isinstance(v, dict)}
+    names = list(actions) + [n for n in schema if n not in actions]
+    head = ("<tr><th>column</th><th>rule / action</th><th>kind</th><th>bounds</th>"
+            "<th>domain</th></tr>")
+    rows = []
+    for name in names:
+        info = schema.get(name)
+        if isinstance(info, dict):
+            cells = (f"<td>{_e(info.get('kind', '—'))}</td><td>{_bounds_cell(info)}</td>"
+                     f"<td>{_domain_cell(info)}</td>")
+        else:
+            cells = "<td colspan='3' class='muted'>not modelled</td>"
+        rows.append(f"<tr><th>{_e(name)}</th><td>{_action_cell(actions.get(name, '—'))}</td>"
+                    f"{cells}</tr>")
+    note = ("<p class='muted'>Bounds and categories marked “policy” are declared public in the "
+            "policy; those marked “DP mechanism” were found by a DP mechanism paid from ε "
+            "(public after DP). Long category lists are cut after "
+            f"{MAX_CATEGORIES}.</p>")
+    table = "<table class='grid-table' id='columns'>" + head + "".join(rows) + "</table>"
+    return note + table + (_kv_table(extra) if extra else "")
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;max-width:1100px;
 color:#222}
@@ -335,6 +533,13 @@ table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:
 font-size:13px;text-align:left;vertical-align:top}code{font-size:12px;word-break:break-all}
 .ok{color:#2e7d32;font-weight:700}.bad{color:#c62828;font-weight:700}.muted{color:#666}
 .grid{display:flex;flex-wrap:wrap;gap:8px}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.total th,tr.total td{border-top:2px solid #999;font-weight:700}
+caption{caption-side:top;text-align:left;font-size:12px;color:#555;padding:2px 0}
+.param{white-space:nowrap}.src{font-size:11px;color:#555;background:#eef3f8;padding:0 4px;
+border-radius:3px}.cats{font-size:12px;color:#333;margin-top:2px;max-width:520px}
+.act{white-space:nowrap}.act.drop{color:#c62828}.act.gen{color:#1565c0}.act.pseudo{color:#6a1b9a}
+#columns tbody tr:nth-child(even),#charges tbody tr:nth-child(even){background:#fafafa}
 """
 
 
@@ -350,10 +555,6 @@ def render_html(report: dict) -> str:
                      f"<tr><td>{_e(f['attack'])}</td><td>{_e(f['reason_code'])}</td>"
                      f"<td>{_e(f['message'])}</td></tr>" for f in failures) + "</table>"
                  if failures else "<p>None: every requested attack ran.</p>")
-    columns = report.get("columns") or {}
-    col_rows = "".join(
-        f"<tr><th>{_e(n)}</th><td><code>{_e(json.dumps(v, sort_keys=True))}</code></td></tr>"
-        for n, v in columns.items())
     figs = report.get("figures") or {}
     body = f"""
 <h1>privsynth audit report</h1>
@@ -365,10 +566,10 @@ def render_html(report: dict) -> str:
 <h2>Scope</h2>{_kv_table(report.get("scope"))}
 <p class="muted">Generated {_e(report.get("generated_at"))}; report format version
 {_e(report.get("report_version"))}.</p>
-<h2>Privacy mechanism</h2>{_kv_table(report.get("mechanism"))}
+<h2>Privacy mechanism</h2>{_mechanism(report.get("mechanism"))}
 <p>DP claim present: <b>{_fmt(dec.get("dp_claim"))}</b>; required by the policy:
 <b>{_fmt(dec.get("require_dp_claim"))}</b>.</p>
-<h2>Columns and rules</h2><table>{col_rows or "<tr><td>Not provided.</td></tr>"}</table>
+<h2>Columns and rules</h2>{_columns(report.get("columns"))}
 <h2>Threat model</h2>{_kv_table(report.get("threat_model"))}
 <h2>Attacks</h2>
 <p>The gate compares the upper end of each risk's 95% interval with its threshold. Attack
