@@ -122,6 +122,13 @@ class DPGAN(Generator):
 
     ``hidden`` sizes D (under DP: keep it small); ``generator_hidden`` sizes G (free of noise,
     so it can be larger). ``generator_lr`` is G's Adam rate; D uses the config's rate.
+    ``autocast`` runs G's forward passes in bfloat16 on CUDA; D, and so every per-sample norm
+    and clip, stays in float32.
+
+    A GAN needs more (smaller) steps than the VAE: on Adult at epsilon 1 the policy settings
+    ``epochs: 20, batch_size: 512, learning_rate: 0.002`` (about 950 D steps) gave a TSTR ROC
+    AUC of 0.84 on ``income``; the VAE-tuned defaults (``batch_size: 4096``, ~180 steps) do not
+    give G enough steps.
     """
 
     name = "gan"
