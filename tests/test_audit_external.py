@@ -61,3 +61,17 @@ def test_cli_writes_the_same_report_as_a_release(thirds, adult_policy_path, tmp_
     assert report["decision"]["passed"] is True
     assert {a["name"] for a in report["attacks"]} >= {"exact_copy_rate", "dcr_share"}
     assert (out / "report.html").read_text().count("INTERNAL") >= 1
+
+
+def test_facts_read_from_real_rows_stay_out_of_the_report(thirds, adult_policy_path):
+    train, holdout, fresh = thirds
+    data = yaml.safe_load(policy_text(adult_policy_path, require_dp_claim=False))
+    data["columns"]["occupation"]["domain"] = "dp"
+    data["columns"]["age"]["bounds"] = "dp"
+    planted = train.copy()
+    planted.loc[0, "occupation"] = "Qwerty-canary-occupation"
+    planted.loc[1, "age"] = 87654
+    result = audit_tables(planted, holdout, fresh, parse_policy(yaml.safe_dump(data)))
+    text = json.dumps(result.report)
+    assert "Qwerty-canary-occupation" not in text and "87654" not in text
+    assert result.report["columns"]["schema"]["occupation"]["domain_size"] > 10

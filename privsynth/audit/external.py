@@ -51,7 +51,7 @@ def audit_tables(train: str | Path | pd.DataFrame, holdout: str | Path | pd.Data
         scope={"release_id": label, "dataset": {"id": policy.dataset.id},
                "policy": {"name": policy.name, "digest": policy.digest()},
                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
-        columns={"actions": frames[0].actions, "schema": schema.to_dict()},
+        columns={"actions": frames[0].actions, "schema": public_schema(schema)},
         mechanism={"dp_claim": dp_claim, "note": "external table: no privsynth DP mechanism"},
         audit=result, decision=decision, versions=versions())
     return ExternalAudit(result, decision, report)
@@ -76,6 +76,19 @@ def audit_schema(policy: Policy, train: pd.DataFrame) -> TableSchema:
             columns.append(ColumnSchema(name, rule.kind, bounds=bounds,
                                         bounds_source="policy" if rule.bounds != "dp" else None))
     return TableSchema(tuple(columns))
+
+
+def public_schema(schema: TableSchema) -> dict:
+    """The schema for the report: facts read from the real rows (source None) are withheld, and
+    only the size of such a domain is shown, so no real value reaches the report."""
+    out = schema.to_dict()
+    for entry in out.values():
+        if entry["bounds"] is not None and entry["bounds_source"] is None:
+            entry["bounds"] = None
+        if entry["domain"] is not None and entry["domain_source"] is None:
+            entry["domain_size"] = len(entry["domain"])
+            entry["domain"] = None
+    return out
 
 
 def _bounds(rule, values: pd.Series) -> tuple[float, float]:

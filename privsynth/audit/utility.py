@@ -22,8 +22,14 @@ MAX_TSTR_ROWS = 20_000
 _BOOLEAN_TOKENS = {"true", "false", "t", "f", "yes", "no", "y", "n", "0", "1", "0.0", "1.0"}
 
 
+def _public_domain(col: ColumnSchema) -> tuple[str, ...]:
+    """Categories that may be named in a report: declared by the policy or released by a DP
+    mechanism. A domain read from real rows (an external audit's fallback) is not."""
+    return tuple(col.domain or ()) if col.domain_source is not None else ()
+
+
 def _public_labels(col: ColumnSchema, series: pd.Series) -> pd.Series:
-    domain = {str(v) for v in (col.domain or ())}
+    domain = {str(v) for v in _public_domain(col)}
     if col.kind == "boolean":  # a boolean's domain is public by definition
         domain |= {str(v) for v in pd.unique(series.dropna().astype(object))
                    if str(v).strip().lower() in _BOOLEAN_TOKENS}
@@ -36,7 +42,8 @@ def _public_labels(col: ColumnSchema, series: pd.Series) -> pd.Series:
 
 def _marginal(col: ColumnSchema, real: pd.Series, syn: pd.Series, bins: int = 20) -> dict:
     if col.is_numeric:
-        lo, hi = col.bounds if col.bounds else (np.nanmin(syn), np.nanmax(syn))
+        public = col.bounds if col.bounds and col.bounds_source is not None else None
+        lo, hi = public or (np.nanmin(syn), np.nanmax(syn))
         if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
             hi = lo + 1.0
         edges = np.linspace(lo, hi, bins + 1)
@@ -54,7 +61,7 @@ def _marginal(col: ColumnSchema, real: pd.Series, syn: pd.Series, bins: int = 20
                 "tvd": float(0.5 * np.abs(pr - ps).sum()), "wasserstein_scaled": w1}
     lr = _public_labels(col, real).value_counts(normalize=True)
     ls = _public_labels(col, syn).value_counts(normalize=True)
-    labels = [str(v) for v in (col.domain or ())]
+    labels = [str(v) for v in _public_domain(col)]
     labels += sorted((set(lr.index) | set(ls.index)) - set(labels) - {OTHER, MISSING})
     labels += [OTHER, MISSING]
     labels = [lab for lab in labels if lab in lr.index or lab in ls.index]
