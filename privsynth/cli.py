@@ -62,8 +62,9 @@ def release(
             task = progress.add_task("DP training", total=None)
 
             def report(step: int, total: int, loss: float) -> None:
-                progress.update(task, completed=step, total=total,
-                                description=f"DP training (loss {loss:.2f})")
+                # The batch loss is computed on real rows without noise: it is not DP, so it
+                # is never shown or logged; only the step count is.
+                progress.update(task, completed=step, total=total)
 
             result = synthesize(data, loaded, policy_path=policy, ledger=ledger, device=device,
                                 progress=report)

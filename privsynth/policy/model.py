@@ -135,23 +135,39 @@ class PrivacyPolicy(_Frozen):
     unit: Literal["row"] = "row"
 
 
+BACKEND_DEFAULTS: dict[str, dict[str, float]] = {
+    # Tuned on Adult at epsilon 1 (docs/architecture.md): the VAE wants few large batches,
+    # the GAN's discriminator many small ones (its generator learns between them).
+    "vae": {"epochs": 30, "batch_size": 4096, "learning_rate": 1e-2},
+    "gan": {"epochs": 20, "batch_size": 512, "learning_rate": 2e-3},
+}
+
+
 class GeneratorPolicy(_Frozen):
     """Which generator, and its DP-SGD settings. ``batch_size`` is the *expected* Poisson batch.
 
-    Defaults were chosen on Adult at epsilon 1 (see README, "Figures"): under DP-SGD a small
-    network and large batches win, because noise grows with the parameter count and shrinks
-    with the batch.
+    ``epochs``, ``batch_size`` and ``learning_rate`` default per backend (``BACKEND_DEFAULTS``).
+    Under DP-SGD a small network wins, because the noise norm grows with the parameter count.
     """
 
     backend: Literal["vae", "gan"] = "vae"
-    epochs: Annotated[float, Field(gt=0, le=1000)] = 30
-    batch_size: Annotated[int, Field(ge=8)] = 4096
+    epochs: Annotated[float, Field(gt=0, le=1000)]
+    batch_size: Annotated[int, Field(ge=8)]
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
-    learning_rate: Annotated[float, Field(gt=0)] = 1e-2
+    learning_rate: Annotated[float, Field(gt=0)]
     hidden: list[Annotated[int, Field(ge=4)]] = Field(default_factory=lambda: [64])
     latent_dim: Annotated[int, Field(ge=2)] = 8
     kl_weight: Annotated[float, Field(gt=0, le=10)] = 0.2
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            backend = data.get("backend", "vae")
+            defaults = BACKEND_DEFAULTS.get(backend, BACKEND_DEFAULTS["vae"])
+            data = {**defaults, **data}
+        return data
 
 
 class Thresholds(_Frozen):
@@ -234,7 +250,7 @@ class Policy(_Frozen):
     dataset: DatasetPolicy
     privacy: PrivacyPolicy
     budget: BudgetPolicy
-    generator: GeneratorPolicy = Field(default_factory=GeneratorPolicy)
+    generator: GeneratorPolicy = Field(default_factory=lambda: GeneratorPolicy())
     columns: dict[str, ColumnPolicy]
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
     seed: int | None = None
