@@ -82,7 +82,7 @@ def test_honest_release_passes_default_attacks_and_copy_fails_anonymeter(adult):
     frame, schema = adult
     train, holdout, fresh = three_way_split(frame, N, 7)
     attacks = list(AuditPolicy().attacks)  # the shipped default set, with singling out
-    extra = {"anonymeter_attacks": 200}
+    extra = {"anonymeter_attacks": 200, "singling_out_attacks": 200}
     result, decision = _gate(train, holdout, fresh, schema, attacks, 7, **extra)
     assert decision.passed, decision.reasons
     assert {r.attack for r in result.risks} == set(attacks)

@@ -173,7 +173,7 @@ def test_every_attack_runs_on_all_column_kinds_with_missing_values():
                  "inference"],
         quasi_identifiers=["age", "city"], secrets=["income", "member"],
         linkability_aux=(["age", "city"], ["seen", "member"]), target="member",
-        anonymeter_attacks=50)
+        anonymeter_attacks=50, singling_out_attacks=50)
     result = run_audit(frame(400, 0), frame(400, 1), frame(400, 2), schema, config, seed=0)
     assert result.errors == (), result.errors
     assert {r.attack for r in result.risks} == set(config.attacks)

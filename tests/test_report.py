@@ -43,6 +43,7 @@ def _audit(tmp_path: Path, *, copy: bool):
         quasi_identifiers=["age", "sex", "race", "native_country"], secrets=["income"],
         linkability_aux=(["age", "sex", "race"], ["education", "occupation", "workclass"]),
         target="income", anonymeter_attacks=300 if copy else 500,
+        singling_out_attacks=300 if copy else 500,
     )
     result = run_audit(train, holdout, synthetic, schema, config, seed=1)
     decision = decide(result, config.thresholds, dp_claim=True, require_dp_claim=True,

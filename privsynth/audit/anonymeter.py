@@ -124,7 +124,7 @@ def singling_out(ctx: AuditContext) -> list[RiskResult]:
     from anonymeter.evaluators import SinglingOutEvaluator
 
     ori, syn, control = _prepare(ctx)
-    n_attacks = ctx.config.anonymeter_attacks
+    n_attacks = ctx.config.singling_out_attacks
     out = []
     logger = logging.getLogger("anonymeter.evaluators.singling_out_evaluator")
     for mode in ("univariate", "multivariate"):
