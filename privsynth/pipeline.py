@@ -148,7 +148,8 @@ def _fit(train: pd.DataFrame, policy: Policy, spend: PrivacySpend, rng: RandomSo
         epsilon=policy.privacy.epsilon - spend.epsilon,
         delta=policy.privacy.delta - spend.delta,
         expected_batch_size=g.batch_size, epochs=g.epochs, max_grad_norm=g.max_grad_norm,
-        learning_rate=g.learning_rate, accountant=policy.privacy.accountant)
+        learning_rate=g.learning_rate, accountant=policy.privacy.accountant,
+        max_physical_batch=g.max_physical_batch)
     generator = make_generator(g)
     generator.fit(encoder.transform(train), encoder.widths, config,
                   generator=rng.torch("training", target), device=target, progress=progress)

@@ -45,6 +45,7 @@ class DPSGDConfig:
     max_grad_norm: float
     learning_rate: float
     accountant: str = "prv"
+    max_physical_batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,14 +121,44 @@ class DPSGDTrainer:
             raise PrivacyError("the planned number of DP-SGD steps has run; no more are accounted")
         batch = data[self.poisson_mask()]
         self.optimizer.zero_grad(set_to_none=True)
-        losses = loss_fn(self.module, batch)
-        self._clipped_backward(losses)
+        losses = self._clipped_sum(batch, loss_fn)
         self.optimizer.noise_multiplier = _mutants.noise_multiplier(self.plan.noise_multiplier)
         self.optimizer.step()
         self.accountant.step(noise_multiplier=self.plan.noise_multiplier,
                              sample_rate=self.plan.sample_rate)
         self.steps_done += 1
         return float(losses.detach().mean()) if len(batch) else float("nan")
+
+    def _clipped_sum(self, batch: torch.Tensor, loss_fn) -> torch.Tensor:
+        """Leave Σ_i clip(g_i) over the whole logical batch in ``.grad``.
+
+        A logical batch larger than ``max_physical_batch`` rows is processed in chunks whose
+        clipped sums are added up; noise is added once, by the optimizer, afterwards. Clipping is
+        per row, so the sum, and the privacy guarantee, do not depend on the chunking.
+        """
+        size = self.config.max_physical_batch
+        if not size or len(batch) <= size:
+            losses = loss_fn(self.module, batch)
+            self._clipped_backward(losses)
+            return losses
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        totals = [torch.zeros_like(p) for p in params]
+        all_losses, all_norms, all_coefficients = [], [], []
+        for chunk in torch.split(batch, size):
+            losses = loss_fn(self.module, chunk)
+            self._clipped_backward(losses)
+            for total, p in zip(totals, params, strict=True):
+                if p.grad is not None:
+                    total.add_(p.grad)
+            self.optimizer.zero_grad(set_to_none=True)
+            all_losses.append(losses.detach())
+            all_norms.append(self.last_norms)
+            all_coefficients.append(self.last_coefficients)
+        for total, p in zip(totals, params, strict=True):
+            p.grad = total
+        self.last_norms = torch.cat(all_norms)
+        self.last_coefficients = torch.cat(all_coefficients)
+        return torch.cat(all_losses)
 
     def _clipped_backward(self, losses: torch.Tensor) -> None:
         """Leave Σ_i min(1, C/||g_i||)·g_i in ``.grad`` (two passes; see the module docstring)."""

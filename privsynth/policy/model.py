@@ -159,6 +159,9 @@ class GeneratorPolicy(_Frozen):
     latent_dim: Annotated[int, Field(ge=2)] = 8
     kl_weight: Annotated[float, Field(gt=0, le=10)] = 0.2
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Largest number of rows run through the model at once; a larger Poisson batch is split
+    # into chunks whose clipped gradients are summed before the noise (memory, not privacy).
+    max_physical_batch: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="before")
     @classmethod
