@@ -18,7 +18,8 @@ from privsynth.privacy.ledger import Ledger
 from privsynth.release.manifest import recompute_epsilon
 from privsynth.release.verify import verify_bundle
 
-ADULT_COLUMNS = ["age", "workclass", "education", "sex", "hours_per_week", "capital_gain",
+ADULT_COLUMNS = ["age", "workclass", "education", "occupation", "marital_status", "relationship",
+                 "sex", "hours_per_week", "capital_gain",
                  "income"]
 CANARY = "Zyxwvut-canary-Qq"
 

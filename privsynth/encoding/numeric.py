@@ -74,10 +74,19 @@ class NumericEncoder:
 
 
 def value_grid(schema: ColumnSchema, cells: int = 64) -> np.ndarray:
-    """Fine grid over the bounds; for integer-valued columns of small range, one cell per value."""
+    """Fine grid over the bounds (public, so data-independent).
+
+    Integer-valued columns of small range get one cell per value. Wider ones get a cell of
+    their own for each bound value, because amounts pile up there (zero, top-coded values):
+    decoding then gives exactly 0 or 99999 instead of a value smeared across a wide cell.
+    """
     low, high = schema.bounds
-    if schema.kind in ("integer", "datetime") and high - low + 1 <= 4 * cells:
-        return np.arange(np.floor(low) - 0.5, np.ceil(high) + 1.0, 1.0)
+    if schema.kind in ("integer", "datetime"):
+        low, high = float(np.floor(low)), float(np.ceil(high))
+        if high - low + 1 <= 4 * cells:
+            return np.arange(low - 0.5, high + 1.0, 1.0)
+        inner = np.linspace(low + 0.5, high - 0.5, cells - 1)
+        return np.concatenate([[low - 0.5], inner, [high + 0.5]])
     return np.linspace(low, high, cells + 1)
 
 

@@ -90,8 +90,9 @@ class TableEncoder:
 
     def inverse_transform(self, codes: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
         """A table from slot indices (numbers drawn inside their bins)."""
-        return pd.DataFrame({e.schema.name: e.decode(codes[:, i], rng).to_numpy()
-                             for i, e in enumerate(self.encoders)})
+        columns = {e.schema.name: e.decode(codes[:, i], rng).reset_index(drop=True)
+                   for i, e in enumerate(self.encoders)}
+        return pd.DataFrame(columns)
 
 
 def _fit_column(name: str, series: pd.Series, rule: ColumnPolicy, budget: EncodingBudget,
