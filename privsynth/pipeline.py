@@ -172,12 +172,22 @@ def _output_table(synthetic: pd.DataFrame, pseudonymized: list[str], policy: Pol
     return out[order]
 
 
+def _scope(manifest: dict) -> dict:
+    """Flat scope lines for the report: what was released, from which population, when."""
+    dataset, policy = manifest["dataset"], manifest["policy"]
+    return {"release_id": manifest["release_id"], "dataset_id": dataset["id"],
+            "dataset_fingerprint (keyed)": dataset["keyed_fingerprint"],
+            "training_rows": dataset["training_rows"], "holdout_rows": dataset["holdout_rows"],
+            "policy": policy["name"], "policy_digest": policy["digest"],
+            "created_at": manifest["created_at"]}
+
+
 def _report(manifest: dict, actions: dict, audit: AuditResult, decision: GateDecision,
             schema) -> dict:
     from privsynth.release.report import build_report  # noqa: PLC0415
 
     return build_report(
-        scope={k: manifest[k] for k in ("release_id", "dataset", "policy", "created_at")},
+        scope=_scope(manifest),
         columns={"actions": actions, "schema": schema.to_dict()},
         mechanism=manifest["privacy"], audit=audit, decision=decision,
         versions=manifest["versions"])

@@ -48,8 +48,8 @@ def audit_tables(train: str | Path | pd.DataFrame, holdout: str | Path | pd.Data
                       require_dp_claim=policy.audit.require_dp_claim,
                       attacks_requested=policy.audit.attacks)
     report = build_report(
-        scope={"release_id": label, "dataset": {"id": policy.dataset.id},
-               "policy": {"name": policy.name, "digest": policy.digest()},
+        scope={"audited_table": label, "dataset_id": policy.dataset.id, "policy": policy.name,
+               "policy_digest": policy.digest(),
                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
         columns={"actions": frames[0].actions, "schema": public_schema(schema)},
         mechanism={"dp_claim": dp_claim, "note": "external table: no privsynth DP mechanism"},
