@@ -67,20 +67,21 @@ class _Hookless(torch.nn.Module):
         """No hooks here."""
 
 
-class PlainTrainer(dp_sgd.DPSGDTrainer):
-    """Same Poisson batches, plain Adam on the mean loss: the non-private baseline."""
+class _BaselineTrainer(dp_sgd.DPSGDTrainer):
+    """Same Poisson batches as the DP trainer; subclasses set the module, optimizer, backward."""
 
-    def __init__(self, module, plan, config, *, generator, device, optimizer=torch.optim.Adam):
+    def _setup(self, plan, config, generator, device) -> None:
         self.plan, self.config, self.device, self.generator = plan, config, device, generator
-        self.module = _Hookless(module.to(device))
-        self.optimizer = optimizer(module.parameters(), lr=config.learning_rate)
         self.steps_done = 0
+
+    def _backward(self, losses: torch.Tensor) -> None:
+        raise NotImplementedError
 
     def step(self, data, loss_fn):
         batch = data[self.poisson_mask()]
         self.optimizer.zero_grad(set_to_none=True)
         losses = loss_fn(self.module, batch)
-        losses.mean().backward()
+        self._backward(losses)
         self.optimizer.step()
         self.steps_done += 1
         return float(losses.detach().mean())
@@ -92,33 +93,32 @@ class PlainTrainer(dp_sgd.DPSGDTrainer):
         return self.module._module
 
 
-class HooksTrainer(dp_sgd.DPSGDTrainer):
+class PlainTrainer(_BaselineTrainer):
+    """Plain Adam on the mean loss: the non-private baseline."""
+
+    def __init__(self, module, plan, config, *, generator, device, optimizer=torch.optim.Adam):
+        self._setup(plan, config, generator, device)
+        self.module = _Hookless(module.to(device))
+        self.optimizer = optimizer(module.parameters(), lr=config.learning_rate)
+
+    def _backward(self, losses: torch.Tensor) -> None:
+        losses.mean().backward()
+
+
+class HooksTrainer(_BaselineTrainer):
     """Materialised per-sample gradients (vectorised grad samplers), then clip and noise."""
 
     def __init__(self, module, plan, config, *, generator, device, optimizer=torch.optim.Adam):
-        self.plan, self.config, self.device, self.generator = plan, config, device, generator
+        self._setup(plan, config, generator, device)
         self.module = GradSampleModule(module.to(device), batch_first=True, loss_reduction="sum")
         self.optimizer = DPOptimizer(
             optimizer(self.module.parameters(), lr=config.learning_rate),
             noise_multiplier=plan.noise_multiplier, max_grad_norm=config.max_grad_norm,
             expected_batch_size=max(1, round(plan.sample_rate * plan.n_rows)),
             loss_reduction="mean", generator=generator)
-        self.steps_done = 0
 
-    def step(self, data, loss_fn):
-        batch = data[self.poisson_mask()]
-        self.optimizer.zero_grad(set_to_none=True)
-        losses = loss_fn(self.module, batch)
+    def _backward(self, losses: torch.Tensor) -> None:
         losses.sum().backward()
-        self.optimizer.step()
-        self.steps_done += 1
-        return float(losses.detach().mean())
-
-    def charge(self):
-        return None
-
-    def unwrapped(self):
-        return self.module._module
 
 
 TRAINERS = {"dp-ghost": dp_sgd.DPSGDTrainer, "dp-hooks": HooksTrainer, "plain": PlainTrainer}
