@@ -112,7 +112,7 @@ def synthesize(
     schema = encoder.schema
     audit = run_audit(train, holdout, to_model_space(synthetic, schema), schema, policy.audit,
                       seed=rng.seed_int("audit"))
-    decision = decide(audit, policy.audit.thresholds, dp_claim=True,
+    decision = decide(audit, policy.audit.thresholds, dp_claim=dp_claim(spend, policy),
                       require_dp_claim=policy.audit.require_dp_claim,
                       attacks_requested=policy.audit.attacks)
     output = _output_table(synthetic, prepared.pseudonymized, policy, rng)
@@ -125,6 +125,18 @@ def synthesize(
     book.close()
     return Release(release_id, policy, output, audit, decision, manifest, report,
                    [c.to_dict() for c in spend.charges])
+
+
+def dp_claim(spend: PrivacySpend, policy: Policy) -> bool:
+    """True only when the ledger of this run shows a DP-trained generator within the policy's ε:
+    a DP-SGD charge with positive noise, every charge finite, the total within the allotment.
+    A backend that trained without noise (or recorded nothing) gets no claim, and the gate
+    blocks it unless the policy waives the claim.
+    """
+    charges = spend.charges
+    trained = any(c.mechanism == "dp_sgd" and c.params.get("sigma", 0) > 0 for c in charges)
+    finite = all(0 <= c.epsilon < float("inf") for c in charges)
+    return trained and finite and spend.epsilon <= policy.privacy.epsilon + 1e-9
 
 
 def _open_ledger(ledger, policy: Policy, policy_path) -> Ledger:

@@ -99,6 +99,7 @@ def test_a_copying_synthesizer_is_blocked_and_writes_no_data(table, policy, tmp_
     release = pipeline.synthesize(table, policy, ledger=tmp_path / "l.sqlite")
     assert not release.passed
     assert any("exact_copy" in r or "dcr" in r for r in release.decision.reasons)
+    assert not release.decision.dp_claim  # it recorded no DP-SGD charge
     out = release.write(tmp_path / "bundle", audits_dir=None)
     assert sorted(p.name for p in (out / "public").iterdir()) == ["manifest.json"]
     assert (out / "internal" / "report.html").exists()
@@ -164,3 +165,21 @@ def test_cli_exit_codes(table, adult_policy_path, tmp_path, monkeypatch):
     blocked = runner.invoke(app, [*args, "--out", str(tmp_path / "r2")])
     assert blocked.exit_code == 2, blocked.output
     assert not (tmp_path / "r2" / "public" / "synthetic.csv").exists()
+
+
+def test_dp_claim_needs_a_noisy_dp_sgd_charge_within_the_allotment(policy):
+    from privsynth.privacy.events import Charge, PrivacySpend
+
+    def spend(*charges):
+        book = PrivacySpend()
+        for charge in charges:
+            book.add(charge)
+        return book
+
+    dp = Charge("training", "dp_sgd", 0.9, 1e-6, None, {"sigma": 1.2, "q": 0.1, "steps": 10})
+    noiseless = Charge("training", "dp_sgd", 0.9, 1e-6, None, {"sigma": 0.0})
+    too_much = Charge("training", "dp_sgd", 5.0, 1e-6, None, {"sigma": 0.3})
+    assert pipeline.dp_claim(spend(dp), policy)
+    assert not pipeline.dp_claim(spend(), policy)
+    assert not pipeline.dp_claim(spend(noiseless), policy)
+    assert not pipeline.dp_claim(spend(too_much), policy)
