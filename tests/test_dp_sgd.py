@@ -19,11 +19,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _backends import tiny_backend, tiny_config
 from torch.nn import functional as F
 
 from privsynth.generators.base import block_offsets, one_hot_blocks
 from privsynth.generators.dp_sgd import DPSGDConfig, DPSGDPlan, DPSGDTrainer
-from privsynth.generators.vae import DPVAE, VAEModule
+from privsynth.generators.vae import VAEModule
 from privsynth.privacy import _mutants
 from privsynth.privacy.rng import RandomSource
 
@@ -215,14 +216,8 @@ def test_noise_mutants_are_caught_by_the_noise_scale_check(kind):
 # ------------------------------------------------------------------ 4. randomness modes
 def fit_backend(backend: str, seed: int | None) -> torch.Tensor:
     """Train a tiny backend end to end; its trained weights (VAE: all; GAN: G and D)."""
-    config = DPSGDConfig(epsilon=2.0, delta=1e-5, expected_batch_size=50, epochs=1.0,
-                         max_grad_norm=1.0, learning_rate=0.01, accountant="rdp")
-    if backend == "vae":
-        model = DPVAE(hidden=[16], latent_dim=4)
-    else:
-        from privsynth.generators.gan import DPGAN  # noqa: PLC0415 (optional backend)
-
-        model = DPGAN(hidden=[16], generator_hidden=[16], noise_dim=4)
+    config = tiny_config(50)
+    model = tiny_backend(backend, 16, 4)
     model.fit(codes(200, seed=2).numpy(), WIDTHS, config,
               generator=RandomSource(seed).torch("training"), device=torch.device("cpu"))
     trained = [model.module_] + ([model.discriminator_] if backend == "gan" else [])

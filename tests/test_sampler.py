@@ -17,10 +17,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _backends import tiny_backend, tiny_config
 from scipy import stats
 
 from privsynth.generators.dp_sgd import DPSGDConfig, DPSGDPlan, DPSGDTrainer
-from privsynth.generators.vae import DPVAE
 from privsynth.privacy.accounting import dpsgd_epsilon
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="opacus")
@@ -118,14 +118,8 @@ def test_plan_q_is_expected_batch_over_counted_rows(n_rows, batch):
 def test_q_handed_to_the_accountant_is_expected_batch_over_rows_trained_on(backend):
     rows = 300
     codes = np.random.default_rng(3).integers(0, 3, size=(rows, 3))
-    config = DPSGDConfig(epsilon=2.0, delta=1e-5, expected_batch_size=60, epochs=1.0,
-                         max_grad_norm=1.0, learning_rate=0.01, accountant="rdp")
-    if backend == "vae":
-        model = DPVAE(hidden=[8], latent_dim=2)
-    else:
-        from privsynth.generators.gan import DPGAN  # noqa: PLC0415 (optional backend)
-
-        model = DPGAN(hidden=[8], generator_hidden=[8], noise_dim=2)
+    config = tiny_config(60)
+    model = tiny_backend(backend, 8, 2)
     model.fit(codes, [3, 3, 3], config, generator=torch.Generator().manual_seed(0),
               device=torch.device("cpu"))
     sgd = [c for c in model.charges_ if c.mechanism == "dp_sgd"]

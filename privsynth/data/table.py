@@ -163,6 +163,13 @@ def _no_bad(name: str, bad: pd.Series, what: str, alternative: str) -> None:
         )
 
 
+def _boolean_text(value: object) -> str | None:
+    """``"true"``/``"false"`` for a decoded boolean, None when missing."""
+    if value is None or value != value:
+        return None
+    return "true" if str(value).strip().lower() in _TRUE else "false"
+
+
 def to_model_space(frame: pd.DataFrame, schema) -> pd.DataFrame:
     """Bring a table (e.g. decoded synthetic rows) to model space: numbers and dates as float
     (dates in days since the epoch), categories and booleans as text or None.
@@ -176,9 +183,7 @@ def to_model_space(frame: pd.DataFrame, schema) -> pd.DataFrame:
         elif column.is_numeric:
             out[column.name] = pd.to_numeric(series, errors="coerce").astype(float)
         elif column.kind == "boolean":
-            out[column.name] = series.map(
-                lambda v: None if v is None or v != v else str(v).strip().lower()
-                in _TRUE and "true" or "false")
+            out[column.name] = series.map(_boolean_text)
         else:
             out[column.name] = series.map(lambda v: None if v is None or v != v
                                           else category_text(v)).astype(object)

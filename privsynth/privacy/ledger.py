@@ -60,22 +60,23 @@ _ENTRY_COLUMNS = (
     "epsilon_micro", "delta", "details", "prev_hash", "hash",
 )
 
+_META_TABLE = "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+_INDEX = "CREATE INDEX IF NOT EXISTS ledger_entries_fp ON ledger_entries (fingerprint)"
+
+
+def _entries_table(integer: str) -> str:
+    """The entries table; SQLite and PostgreSQL differ only in the integer type's name."""
+    columns = ",\n        ".join(
+        f"{name:<14} {integer + (' PRIMARY KEY' if name == 'seq' else ' NOT NULL')}"
+        if name in ("seq", "epsilon_micro") else f"{name:<14} TEXT NOT NULL"
+        for name in _ENTRY_COLUMNS)
+    return f"CREATE TABLE IF NOT EXISTS ledger_entries (\n        {columns})"
+
+
 _SQLITE_SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS ledger_entries (
-        seq            INTEGER PRIMARY KEY,
-        ts             TEXT NOT NULL,
-        kind           TEXT NOT NULL,
-        fingerprint    TEXT NOT NULL,
-        dataset_id     TEXT NOT NULL,
-        release_id     TEXT NOT NULL,
-        reservation_id TEXT NOT NULL,
-        epsilon_micro  INTEGER NOT NULL,
-        delta          TEXT NOT NULL,
-        details        TEXT NOT NULL,
-        prev_hash      TEXT NOT NULL,
-        hash           TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS ledger_entries_fp ON ledger_entries (fingerprint)",
+    _META_TABLE,
+    _entries_table("INTEGER"),
+    _INDEX,
     """CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger_entries
        BEGIN SELECT RAISE(ABORT, 'the privsynth ledger is append-only'); END""",
     """CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger_entries
@@ -83,21 +84,9 @@ _SQLITE_SCHEMA = [
 ]
 
 _PG_SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS ledger_entries (
-        seq            BIGINT PRIMARY KEY,
-        ts             TEXT NOT NULL,
-        kind           TEXT NOT NULL,
-        fingerprint    TEXT NOT NULL,
-        dataset_id     TEXT NOT NULL,
-        release_id     TEXT NOT NULL,
-        reservation_id TEXT NOT NULL,
-        epsilon_micro  BIGINT NOT NULL,
-        delta          TEXT NOT NULL,
-        details        TEXT NOT NULL,
-        prev_hash      TEXT NOT NULL,
-        hash           TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS ledger_entries_fp ON ledger_entries (fingerprint)",
+    _META_TABLE,
+    _entries_table("BIGINT"),
+    _INDEX,
     """CREATE OR REPLACE FUNCTION privsynth_ledger_append_only() RETURNS trigger AS $$
        BEGIN RAISE EXCEPTION 'the privsynth ledger is append-only'; END; $$ LANGUAGE plpgsql""",
 ]
