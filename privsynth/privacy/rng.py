@@ -12,6 +12,8 @@ import secrets
 import numpy as np
 import torch
 
+from privsynth.privacy.noise import NoiseSource, SecureNoise, SeededNoise
+
 
 class RandomSource:
     """Factory of independent numpy and torch generators, one per named stream."""
@@ -34,10 +36,18 @@ class RandomSource:
         """A numpy Generator for ``stream``."""
         return np.random.default_rng(self._stream_seed(stream))
 
+    def noise(self, stream: str) -> NoiseSource:
+        """Integer noise for the counting mechanisms: exact draws from the OS CSPRNG in a release
+        (nothing to reproduce them from), a seeded generator for ``stream`` in a dev run."""
+        if self._seed is None:
+            return SecureNoise()
+        return SeededNoise(self.numpy(stream))
+
     def torch(self, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
-        """A torch Generator on ``device`` for ``stream``."""
+        """A torch Generator on ``device`` for ``stream`` (64 bits of OS entropy in a release)."""
         generator = torch.Generator(device=device)
-        generator.manual_seed(self._stream_seed(stream))
+        seed = secrets.randbits(64) if self._seed is None else self._stream_seed(stream)
+        generator.manual_seed(seed)
         return generator
 
     def seed_int(self, stream: str) -> int:
