@@ -5,7 +5,7 @@ Poisson mask) on the modules privsynth actually trains: the DP-VAE (encoder and 
 ``privsynth/generators/gan.py`` exists, the DP-GAN discriminator with its (real, fake) pair unit.
 Independent references are computed here with plain autograd, one row at a time.
 
-The same checks are run with each seeded bug of :mod:`privsynth.privacy._mutants` switched on,
+The same checks are run with each seeded bug of ``tests/_dp_mutations.py`` patched in,
 and must then fail: that is how we know they would catch the bug in the real code.
 """
 
@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 from _backends import tiny_backend, tiny_config
+from _dp_mutations import mutation
 from torch.nn import functional as F
 
 from privsynth.generators.base import block_offsets, one_hot_blocks
 from privsynth.generators.dp_sgd import DPSGDConfig, DPSGDPlan, DPSGDTrainer
 from privsynth.generators.vae import VAEModule
-from privsynth.privacy import _mutants
 from privsynth.privacy.rng import RandomSource
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -166,7 +166,7 @@ def test_contributions_bounded_on_poisson_batches_with_noise(case):
 
 
 def test_clipping_off_mutant_is_caught_by_the_norm_check():
-    with _mutants._testing_only_mutation("clipping_off"):
+    with mutation("clipping_off"):
         trainer, update, grads = clipped_step(vae_case, 0.05)
     assert float((trainer.last_coefficients * trainer.last_norms).max()) > 0.05 * 2
 
@@ -208,7 +208,7 @@ def test_zero_gradient_run_has_noise_std_lr_sigma_c_over_expected_batch(case):
 
 @pytest.mark.parametrize("kind", ["noise_off", "noise_quarter"])
 def test_noise_mutants_are_caught_by_the_noise_scale_check(kind):
-    with _mutants._testing_only_mutation(kind):
+    with mutation(kind):
         deltas, promised = zero_gradient_noise(vae_case)
     assert abs(deltas.std() / promised - 1.0) >= noise_tolerance(len(deltas))
 
@@ -218,8 +218,9 @@ def fit_backend(backend: str, seed: int | None) -> torch.Tensor:
     """Train a tiny backend end to end; its trained weights (VAE: all; GAN: G and D)."""
     config = tiny_config(50)
     model = tiny_backend(backend, 16, 4)
-    model.fit(codes(200, seed=2).numpy(), WIDTHS, config,
-              generator=RandomSource(seed).torch("training"), device=torch.device("cpu"))
+    source = RandomSource(seed)
+    model.fit(codes(200, seed=2).numpy(), WIDTHS, config, generator=source.torch("training"),
+              device=torch.device("cpu"), noise=source.noise("training"))
     trained = [model.module_] + ([model.discriminator_] if backend == "gan" else [])
     return torch.cat([flat_params(m) for m in trained])
 

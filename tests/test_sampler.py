@@ -11,6 +11,7 @@ power against a plausible bug is checked on that bug's sampler.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import warnings
 
@@ -42,7 +43,7 @@ def trainer(n: int = N, q: float = Q, seed: int = 2024) -> DPSGDTrainer:
 @pytest.fixture(scope="module")
 def masks() -> np.ndarray:
     t = trainer()
-    return torch.stack([t.poisson_mask() for _ in range(DRAWS)]).numpy()
+    return torch.stack([t.poisson_mask(N) for _ in range(DRAWS)]).numpy()
 
 
 def binomial_chi2_pvalue(sizes: np.ndarray, n: int, q: float) -> float:
@@ -100,7 +101,7 @@ def test_rows_are_included_independently(masks):
 
 def test_masks_cover_the_whole_table_and_nothing_else():
     t = trainer(n=50, q=1.0)
-    assert t.poisson_mask().shape == (50,) and bool(t.poisson_mask().all())
+    assert t.poisson_mask(50).shape == (50,) and bool(t.poisson_mask(50).all())
 
 
 @pytest.mark.parametrize("n_rows, batch", [(1000, 64), (777, 100), (60_001, 4096)])
@@ -109,7 +110,9 @@ def test_plan_q_is_expected_batch_over_counted_rows(n_rows, batch):
                          max_grad_norm=1.0, learning_rate=0.1, accountant="rdp")
     plan = DPSGDPlan.calibrate(config, n_rows)
     assert plan.n_rows == n_rows
-    assert plan.sample_rate == pytest.approx(batch / n_rows, rel=1e-12)
+    assert plan.sample_rate == pytest.approx(batch / n_rows, rel=1e-8)
+    # q is a multiple of 2**-32, never above E[B]/N: the mask then keeps rows at exactly q
+    assert (plan.sample_rate * 2**32).is_integer() and plan.sample_rate <= batch / n_rows
 
 
 @pytest.mark.parametrize("backend", [
@@ -125,10 +128,11 @@ def test_q_handed_to_the_accountant_is_expected_batch_over_rows_trained_on(backe
     sgd = [c for c in model.charges_ if c.mechanism == "dp_sgd"]
     assert len(sgd) == 1
     p = sgd[0].params
-    assert p["q"] == pytest.approx(60 / rows, rel=1e-12)
+    assert p["q"] == pytest.approx(60 / rows, rel=1e-8)
     assert model.plan_.n_rows == rows and p["steps"] == model.plan_.steps == 5
     assert sgd[0].epsilon == pytest.approx(
-        dpsgd_epsilon(sigma=p["sigma"], q=60 / rows, steps=5, delta=1e-5, accountant="rdp"))
+        dpsgd_epsilon(sigma=p["sigma"], q=p["q"], steps=5, delta=1e-5, accountant="rdp"))
+    assert p["row_count"] == "exact"  # no public_rows given: no DP claim can rest on it
     assert sum(c.epsilon for c in model.charges_) <= 2.0 + 1e-12
 
 
@@ -141,3 +145,46 @@ def test_trainer_tells_its_accountant_exactly_the_planned_q_each_step():
     charge = t.charge()
     assert charge.params["q"] == 0.25 and charge.params["steps"] == 4
     assert t.accountant.get_epsilon(delta=1e-6) == pytest.approx(charge.epsilon, abs=0.02)
+
+
+def test_plan_uses_the_public_row_count_not_the_rows_it_is_given():
+    """A release plans q and the steps from the DP count N̂; the exact N never enters them."""
+    codes = np.random.default_rng(3).integers(0, 3, size=(300, 3))
+    config = dataclasses.replace(tiny_config(60), public_rows=250)
+    model = tiny_backend("vae", 8, 2)
+    model.fit(codes, [3, 3, 3], config, generator=torch.Generator().manual_seed(0),
+              device=torch.device("cpu"))
+    (charge,) = model.charges_
+    assert charge.params["q"] == pytest.approx(60 / 250, rel=1e-8)
+    assert charge.params["row_count"] == "dp"
+    assert model.plan_.expected_batch_size == 60
+
+
+def test_a_tiny_rate_is_kept_exactly_not_at_a_float_floor():
+    """q = 2**-30: a float32 ``rand() < q`` keeps a row whenever rand() is 0, i.e. at 2**-24,
+    64 times too often. Over 2**27 row draws the exact sampler expects 0.125 inclusions
+    (P[>= 4] < 1e-6); the float32 sampler expects 8."""
+    t = trainer(n=1 << 21, q=2.0**-30)
+    kept = sum(int(t.poisson_mask(1 << 21).sum()) for _ in range(64))
+    assert kept < 4
+
+
+def test_every_step_draws_a_fresh_batch():
+    """The rows a step trains on change from step to step, and each row is used at rate q
+    (a mask drawn once and reused would repeat the same batch every step)."""
+    n, q, steps = 64, 0.5, 40
+    t = trainer(n=n, q=q, seed=5)
+    t.plan = DPSGDPlan(n_rows=n, sample_rate=q, steps=steps, noise_multiplier=1.0)
+    data = torch.arange(n, dtype=torch.float32)[:, None].repeat(1, 2)
+    batches = []
+
+    def loss(module, rows):
+        batches.append(frozenset(rows[:, 0].long().tolist()))
+        return module(rows).squeeze(1)
+
+    for _ in range(steps):
+        t.step(data, loss)
+    assert len(set(batches)) == steps  # all distinct: a repeat has probability ~ 2**-64
+    uses = np.array([sum(i in b for b in batches) for i in range(n)])
+    se = np.sqrt(steps * q * (1 - q))
+    assert np.all(np.abs(uses - steps * q) < 5 * se)

@@ -11,8 +11,10 @@ import torch
 
 from privsynth.generators.dp_sgd import DPSGDConfig
 from privsynth.privacy.events import Charge
+from privsynth.privacy.noise import NoiseSource
 
-ProgressFn = Callable[[int, int, float], None]
+# (step, total steps): never a loss, which is computed on real rows without noise (not DP).
+ProgressFn = Callable[[int, int], None]
 
 
 class Generator(ABC):
@@ -29,8 +31,9 @@ class Generator(ABC):
     @abstractmethod
     def fit(self, codes: np.ndarray, widths: list[int], config: DPSGDConfig, *,
             generator: torch.Generator, device: torch.device,
-            progress: ProgressFn | None = None) -> Generator:
-        """Train under DP-SGD at the config's epsilon and delta."""
+            progress: ProgressFn | None = None, noise: NoiseSource | None = None) -> Generator:
+        """Train under DP-SGD at the config's epsilon and delta. ``noise`` draws the discrete
+        Laplace noise of any count a backend releases (release runs: the OS CSPRNG)."""
 
     @abstractmethod
     def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:

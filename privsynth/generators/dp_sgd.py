@@ -3,8 +3,11 @@
 Privacy-relevant choices, each matched by the accounting:
 
 * **Poisson sampling by mask on the device.** Each step keeps every row independently with
-  probability q = E[B] / N (N counted here), so batch sizes are Binomial(N, q), as the
-  subsampled-Gaussian accountant assumes. No DataLoader, no shuffling.
+  probability q, so batch sizes are Binomial(N, q), as the subsampled-Gaussian accountant
+  assumes. No DataLoader, no shuffling. q = E[B] / N̂ where N̂ is the *DP-released* row count
+  (the exact N is never an input of anything published), rounded down to a multiple of 2⁻³²;
+  the mask compares a uniform 32-bit integer with q·2³², so each row is kept with probability
+  exactly q (a float32 ``rand() < q`` keeps rows slightly more often than q).
 * **Fixed number of steps.** sigma is calibrated before training for exactly ``steps`` steps;
   the accountant is told each step that ran.
 * **Per-sample clipping by ghost clipping** (Opacus ``GradSampleModuleFastGradientClipping``):
@@ -12,9 +15,10 @@ Privacy-relevant choices, each matched by the accounting:
   gradients (exact for linear layers: ||a_i||·||g_i||), a second backward pass sums the
   gradients of the rows' losses scaled by min(1, C/||g_i||). Measured on this 2-core CPU it is
   ~15-90x faster than materialised per-sample gradients for the shipped MLPs (``benchmarks/``).
-* **Noise** by Opacus' ``DPOptimizerFastGradientClipping``. The optimizer divides by E[B] (not
-  by the realised batch size, which would leak it), so the update direction is
-  (Σ clip(g_i) + N(0, σ²C²)) / E[B].
+* **Noise** by Opacus' ``DPOptimizerFastGradientClipping`` with ``secure_mode=True`` (each
+  Gaussian draw is the sum of four, the mitigation of Holohan & Braghin 2021 against
+  floating-point attacks). The optimizer divides by E[B] = q·N̂ (not by the realised batch
+  size, which would leak it), so the update direction is (Σ clip(g_i) + N(0, σ²C²)) / E[B].
 """
 
 from __future__ import annotations
@@ -29,14 +33,19 @@ from opacus.grad_sample import GradSampleModuleFastGradientClipping
 from opacus.optimizers import DPOptimizerFastGradientClipping
 
 from privsynth.errors import PrivacyError
-from privsynth.privacy import _mutants  # identity unless a correctness test seeds a bug
 from privsynth.privacy.accounting import calibrate_sigma, dpsgd_charge, make_accountant
 from privsynth.privacy.events import Charge
 
 
 @dataclass(frozen=True)
 class DPSGDConfig:
-    """What the policy allots to training. ``expected_batch_size`` sets q = E[B] / N."""
+    """What the policy allots to training. ``expected_batch_size`` sets q = E[B] / N̂.
+
+    ``public_rows`` is N̂, the row count the plan may depend on: the DP-released count in a
+    release. When it is None the trainer plans for the exact number of rows it is given, which
+    is only correct if that number is public; the charge then says so (``row_count: exact``)
+    and the pipeline grants no DP claim for it.
+    """
 
     epsilon: float
     delta: float
@@ -46,11 +55,29 @@ class DPSGDConfig:
     learning_rate: float
     accountant: str = "prv"
     max_physical_batch: int | None = None
+    public_rows: int | None = None
+
+    def plan_rows(self, n_rows: int) -> int:
+        """The row count the DP-SGD plan is made for: N̂ when given, else ``n_rows``."""
+        return self.public_rows if self.public_rows is not None else n_rows
+
+
+Q_BITS = 32  # q is a multiple of 2**-32, so the Poisson mask keeps a row with probability q
+
+
+def dyadic_rate(rate: float) -> float:
+    """``rate`` rounded down to a multiple of 2⁻³² (at least 2⁻³², at most 1)."""
+    scaled = math.floor(min(1.0, rate) * 2**Q_BITS)
+    return max(1, scaled) / 2**Q_BITS
 
 
 @dataclass(frozen=True)
 class DPSGDPlan:
-    """The exact accountant inputs, fixed before training: sigma, q, steps, N."""
+    """The exact accountant inputs, fixed before training: sigma, q, steps.
+
+    ``n_rows`` is the *public* row count the plan was made for (the DP-released N̂ in a
+    release); the trainer masks however many rows it is given, each with probability q.
+    """
 
     n_rows: int
     sample_rate: float
@@ -59,14 +86,28 @@ class DPSGDPlan:
 
     @classmethod
     def calibrate(cls, config: DPSGDConfig, n_rows: int) -> DPSGDPlan:
-        """Choose q and steps from the config, then the smallest sigma meeting its epsilon."""
+        """Choose q and steps from the config and the public count ``n_rows``, then the smallest
+        sigma meeting the config's epsilon. Raises PrivacyError when no sigma does."""
         if n_rows < 2:
-            raise PrivacyError("DP-SGD needs at least 2 training rows")
-        q = min(1.0, config.expected_batch_size / n_rows)
-        steps = max(1, math.ceil(config.epochs / q))
-        sigma = calibrate_sigma(epsilon=config.epsilon, delta=config.delta, q=q, steps=steps,
-                                accountant=config.accountant)
+            raise PrivacyError("DP-SGD needs at least 2 training rows (by the DP row count)")
+        rate = min(1.0, config.expected_batch_size / n_rows)
+        q = dyadic_rate(rate)
+        steps = max(1, math.ceil(config.epochs / rate - 1e-9))
+        try:
+            sigma = calibrate_sigma(epsilon=config.epsilon, delta=config.delta, q=q,
+                                    steps=steps, accountant=config.accountant)
+        except (ValueError, ArithmeticError) as exc:
+            raise PrivacyError(
+                f"could not calibrate the DP-SGD noise for ε = {config.epsilon:.4g}, "
+                f"δ = {config.delta:.3g}, q = {q:.4g}, {steps} steps ({type(exc).__name__}); "
+                "raise privacy.epsilon or lower generator.epochs"
+            ) from None
         return cls(n_rows, q, steps, sigma)
+
+    @property
+    def expected_batch_size(self) -> int:
+        """E[B] = q·N̂, the optimizer's divisor (a public number)."""
+        return max(1, round(self.sample_rate * self.n_rows))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,27 +143,30 @@ class DPSGDTrainer:
             optimizer(self.module.parameters(), lr=config.learning_rate),
             noise_multiplier=plan.noise_multiplier,
             max_grad_norm=config.max_grad_norm,
-            expected_batch_size=max(1, round(plan.sample_rate * plan.n_rows)),
+            expected_batch_size=plan.expected_batch_size,
             loss_reduction="mean",
             generator=generator,
+            secure_mode=True,
         )
         self.accountant = make_accountant(config.accountant)
         self.steps_done = 0
 
-    def poisson_mask(self) -> torch.Tensor:
-        """A boolean mask over all N rows: each row in with probability q, independently."""
-        draws = torch.rand(self.plan.n_rows, generator=self.generator, device=self.device)
-        return draws < self.plan.sample_rate
+    def poisson_mask(self, n_rows: int) -> torch.Tensor:
+        """A fresh boolean mask over ``n_rows`` rows: each row in with probability exactly q,
+        independently (a uniform 32-bit integer below q·2³²)."""
+        cut = round(self.plan.sample_rate * 2**Q_BITS)
+        draws = torch.randint(0, 2**Q_BITS, (n_rows,), generator=self.generator,
+                              device=self.device, dtype=torch.int64)
+        return draws < cut
 
     def step(self, data: torch.Tensor,
              loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]) -> float:
         """One DP-SGD step on a fresh Poisson batch of ``data``. Returns the batch's mean loss."""
         if self.steps_done >= self.plan.steps:
             raise PrivacyError("the planned number of DP-SGD steps has run; no more are accounted")
-        batch = data[self.poisson_mask()]
+        batch = data[self.poisson_mask(len(data))]
         self.optimizer.zero_grad(set_to_none=True)
         losses = self._clipped_sum(batch, loss_fn)
-        self.optimizer.noise_multiplier = _mutants.noise_multiplier(self.plan.noise_multiplier)
         self.optimizer.step()
         self.accountant.step(noise_multiplier=self.plan.noise_multiplier,
                              sample_rate=self.plan.sample_rate)
@@ -172,7 +216,6 @@ class DPSGDTrainer:
         losses.sum().backward(retain_graph=True)
         self.optimizer.zero_grad(set_to_none=True)
         coefficients = self.module.get_clipping_coef().to(losses.device)
-        coefficients = _mutants.clipping_coefficients(coefficients)
         self.last_norms = self.module.per_sample_gradient_norms
         self.last_coefficients = coefficients.detach()
         self.module.disable_hooks()
@@ -180,11 +223,16 @@ class DPSGDTrainer:
         self.module.enable_hooks()
 
     def charge(self) -> Charge:
-        """The record of what ran: sigma, q and the steps actually taken."""
-        return dpsgd_charge(sigma=self.plan.noise_multiplier, q=self.plan.sample_rate,
-                            steps=self.steps_done, delta=self.config.delta,
-                            accountant=self.config.accountant,
-                            max_grad_norm=self.config.max_grad_norm)
+        """The record of what ran: sigma, q and the steps actually taken, and whether q came
+        from the DP row count (``row_count: dp``) or an exact one declared public."""
+        charge = dpsgd_charge(sigma=self.plan.noise_multiplier, q=self.plan.sample_rate,
+                              steps=self.steps_done, delta=self.config.delta,
+                              accountant=self.config.accountant,
+                              max_grad_norm=self.config.max_grad_norm)
+        row_count = "dp" if self.config.public_rows is not None else "exact"
+        return Charge(charge.stage, charge.mechanism, charge.epsilon, charge.delta,
+                      charge.column, {**charge.params, "row_count": row_count,
+                                      "secure_mode": True})
 
     def unwrapped(self) -> torch.nn.Module:
         """The trained module without Opacus hooks (for sampling and saving)."""

@@ -21,6 +21,7 @@ from privsynth.generators.base import (
     seeded_init,
 )
 from privsynth.generators.dp_sgd import DPSGDConfig, DPSGDPlan, DPSGDTrainer
+from privsynth.privacy.noise import NoiseSource
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -69,12 +70,12 @@ class DPVAE(Generator):
 
     def fit(self, codes: np.ndarray, widths: list[int], config: DPSGDConfig, *,
             generator: torch.Generator, device: torch.device,
-            progress: ProgressFn | None = None) -> DPVAE:
+            progress: ProgressFn | None = None, noise: NoiseSource | None = None) -> DPVAE:
         """Train on slot indices under DP-SGD; records the charge in ``charges_``."""
         data = torch.as_tensor(codes, dtype=torch.long, device=device)
         with seeded_init(generator):
             module = VAEModule(widths, self.hidden, self.latent_dim, self.kl_weight)
-        plan = DPSGDPlan.calibrate(config, len(data))
+        plan = DPSGDPlan.calibrate(config, config.plan_rows(len(data)))
         trainer = DPSGDTrainer(module, plan, config, generator=generator, device=device)
 
         offsets = torch.tensor(block_offsets(widths), device=device)
@@ -84,9 +85,9 @@ class DPVAE(Generator):
             return model(one_hot_blocks(batch, offsets, sum(widths)), batch, noise)
 
         for step in range(plan.steps):
-            loss = trainer.step(data, loss_fn)
+            trainer.step(data, loss_fn)
             if progress is not None:
-                progress(step + 1, plan.steps, loss)
+                progress(step + 1, plan.steps)
         self.module_ = trainer.unwrapped().eval()
         self.widths_ = list(widths)
         self.plan_ = plan
