@@ -8,6 +8,7 @@ false``, because black-box attacks alone cannot tell memorization-free output fr
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from privsynth.audit.result import AuditResult
 from privsynth.audit.runner import run_audit
 from privsynth.data.schema import ColumnSchema, TableSchema
 from privsynth.data.table import prepare_table, read_table, to_model_space
+from privsynth.errors import PrivsynthError
 from privsynth.gate import GateDecision, decide
 from privsynth.policy.model import Policy
 from privsynth.privacy.rng import RandomSource
@@ -55,6 +57,27 @@ def audit_tables(train: str | Path | pd.DataFrame, holdout: str | Path | pd.Data
         mechanism={"dp_claim": dp_claim, "note": "external table: no privsynth DP mechanism"},
         audit=result, decision=decision, versions=versions())
     return ExternalAudit(result, decision, report)
+
+
+def dp_claim_from_bundle(bundle: Path, synthetic: Path) -> bool:
+    """True when ``bundle`` verifies and its public manifest lists ``synthetic`` (by SHA-256).
+
+    A DP claim is never taken on someone's word: it comes from a verified privsynth manifest
+    whose recomputed charges back it. Raises PrivsynthError saying what is wrong otherwise.
+    """
+    from privsynth.release.bundle import sha256_file  # noqa: PLC0415
+    from privsynth.release.verify import verify_bundle  # noqa: PLC0415
+
+    problems = verify_bundle(bundle)
+    manifest = Path(bundle) / "public" / "manifest.json"
+    if problems or not manifest.is_file():
+        detail = "; ".join(problems) or "it has no public part (blocked or development run)"
+        raise PrivsynthError(f"{bundle}: cannot back a DP claim: {detail}")
+    listed = set(json.loads(manifest.read_text(encoding="utf-8")).get("files", {}).values())
+    if sha256_file(Path(synthetic)) not in listed:
+        raise PrivsynthError(f"{synthetic}: not a file of {bundle} (its SHA-256 is not listed "
+                             "in the bundle's manifest); audit the bundle's own synthetic.csv")
+    return True
 
 
 def audit_schema(policy: Policy, train: pd.DataFrame) -> TableSchema:

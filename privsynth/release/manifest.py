@@ -1,9 +1,16 @@
 """The release manifest: what was released, under which policy, at what privacy cost.
 
-Everything needed to recompute epsilon is here (each charge's mechanism and exact inputs), so
-``privsynth verify`` or an auditor with Opacus can check the figure without trusting privsynth.
-The dataset appears only as a *keyed* fingerprint: a plain content hash in a shared file would let
-anyone holding all but one row test candidates for the last one.
+Two records come out of a run:
+
+* the **public manifest** (``public/manifest.json``, written only for a released bundle): DP
+  outputs and public facts only. It states the guarantee (unit, neighbouring relation, ε, δ,
+  every charge with the inputs that recompute it, the randomness source), what is treated as
+  public, and what ε does *not* cover (the gate's decision). It holds no exact row count, no audit
+  figure, no gate reason and no fingerprint of the data.
+* the **run record** (``internal/run.json``, for the data controller): exact train and holdout
+  counts, the ledger reservations, the decision with its reasons.
+
+``privsynth verify`` (or an auditor with Opacus) recomputes every charge from the public manifest.
 """
 
 from __future__ import annotations
@@ -15,10 +22,37 @@ from typing import Any
 
 from privsynth.data.schema import TableSchema
 from privsynth.policy.model import Policy
-from privsynth.privacy.accounting import dpsgd_epsilon
 from privsynth.privacy.events import PrivacySpend
 
+FORMAT = "privsynth-release/2"
+RELATION = "add/remove one row of the training split"
+UNIT = "one row"
 _PACKAGES = ("privsynth", "torch", "opacus", "numpy", "pandas", "scikit-learn", "anonymeter")
+
+PUBLIC_INPUTS = (
+    "everything the policy declares: column names, kinds and rules, public bounds and domains, "
+    "missing-value markers, ε, δ and the generator's hyper-parameters",
+    "the shipped default hyper-parameters, chosen on the public UCI Adult table",
+    "the release id and time, the policy's name and digest (the digest excludes any seed)",
+)
+NOT_COVERED = (
+    "the release decision: whether this bundle was released at all is a function of the raw "
+    "training and holdout rows (the audit gate), which ε does not cover; only released bundles "
+    "have a public part",
+    "the holdout rows: they are read only by the audit gate and never by the generator; ε "
+    "protects the rows of the training split",
+    "the identifier-pattern scan that refuses a table whose kept columns look like identifiers "
+    "(a non-DP safety check on raw values)",
+)
+RANDOMNESS = {
+    "counts": "discrete Laplace noise from an exact sampler (Canonne, Kamath & Steinke 2020) "
+              "driven by the operating system's CSPRNG; integer outputs, no floating-point noise",
+    "dp_sgd": "Gaussian noise from Opacus in secure_mode (each draw the sum of four, against "
+              "floating-point attacks) on a torch generator seeded with 63 bits of OS entropy; "
+              "torch's generator is not a cryptographic PRNG (residual risk, see README)",
+    "post_processing": "sampling and decoding use seeded generators from OS entropy; they only "
+                       "post-process DP outputs",
+}
 
 
 def versions() -> dict[str, str]:
@@ -32,46 +66,60 @@ def versions() -> dict[str, str]:
     return out
 
 
-def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend, schema: TableSchema,
-                   n_train: int, n_holdout: int, seed_mode: str, keyed_fingerprint: str,
-                   decision, ledger_spent: float, column_actions: dict[str, str]) -> dict[str, Any]:
-    """The manifest dict (file hashes are added by the bundle writer)."""
+def guarantee(policy: Policy, spend: PrivacySpend, *, seed_mode: str) -> dict[str, Any]:
+    """The privacy section of the public manifest (and of the report)."""
     return {
-        "format": "privsynth-release/1",
+        "claim": (f"({spend.epsilon:.6g}, {spend.delta:.3g})-differential privacy"
+                  if seed_mode == "os-entropy" else
+                  "none: a seeded development run carries no DP claim"),
+        "unit": UNIT,
+        "neighbouring_relation": RELATION,
+        "epsilon": spend.epsilon,
+        "delta": spend.delta,
+        "epsilon_allotted": policy.privacy.epsilon,
+        "delta_allotted": policy.privacy.delta,
+        "composition": "basic: ε and δ are the sums over the charges",
+        "stages": spend.by_stage(),
+        "charges": [c.to_dict() for c in spend.charges],
+        "seed_mode": seed_mode,
+        "randomness": dict(RANDOMNESS),
+        "treated_as_public": list(PUBLIC_INPUTS),
+        "not_covered_by_epsilon": list(NOT_COVERED),
+    }
+
+
+def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
+                   schema: TableSchema, synthetic_rows: int, seed_mode: str,
+                   column_actions: dict[str, str]) -> dict[str, Any]:
+    """The public manifest (file hashes are added by the bundle writer)."""
+    return {
+        "format": FORMAT,
         "release_id": release_id,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "dataset": {"id": policy.dataset.id, "keyed_fingerprint": keyed_fingerprint,
-                    "training_rows": n_train, "holdout_rows": n_holdout},
+        "population": {"id": policy.dataset.id},
         "policy": {"name": policy.name, "digest": policy.digest()},
-        "privacy": {
-            "unit": "one row (add/remove adjacency)",
-            "epsilon": spend.epsilon,
-            "delta": spend.delta,
-            "epsilon_allotted": policy.privacy.epsilon,
-            "delta_allotted": policy.privacy.delta,
-            "composition": "basic (sum over charges)",
-            "stages": spend.by_stage(),
-            "charges": [c.to_dict() for c in spend.charges],
-            "seed_mode": seed_mode,
-            "dataset_epsilon_spent_after": ledger_spent,
-            "public_facts": "row counts; bounds and domains marked 'policy' in schema",
-        },
+        "privacy": guarantee(policy, spend, seed_mode=seed_mode),
+        "synthetic_rows": int(synthetic_rows),
+        "synthetic_rows_source": "the DP row count N̂ (mechanism noisy_count)",
         "schema": schema.to_dict(),
         "columns": column_actions,
         "generator": policy.generator.model_dump(mode="json"),
-        "decision": {"passed": decision.passed, "reasons": list(decision.reasons)},
         "versions": versions(),
     }
 
 
-def recompute_epsilon(manifest: dict[str, Any]) -> float:
-    """Epsilon from the manifest's recorded mechanism inputs (DP-SGD via Opacus' accountant)."""
-    total = 0.0
-    for charge in manifest["privacy"]["charges"]:
-        if charge["mechanism"] == "dp_sgd":
-            p = charge["params"]
-            total += dpsgd_epsilon(sigma=p["sigma"], q=p["q"], steps=p["steps"],
-                                   delta=charge["delta"], accountant=p["accountant"])
-        else:
-            total += charge["epsilon"]
-    return total
+def build_run_record(*, release_id: str, n_train: int, n_holdout: int, decision,
+                     reservations: list[dict[str, Any]], seed_mode: str,
+                     ledger_location: str) -> dict[str, Any]:
+    """The internal record of the run: exact counts, reservations and the decision."""
+    return {
+        "release_id": release_id,
+        "notice": "INTERNAL to the data controller: exact counts and the gate's reasons are "
+                  "functions of raw data that ε does not cover. Never share this file.",
+        "training_rows": int(n_train),
+        "holdout_rows": int(n_holdout),
+        "seed_mode": seed_mode,
+        "ledger": ledger_location,
+        "reservations": reservations,
+        "decision": decision.to_dict(),
+    }

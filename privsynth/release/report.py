@@ -331,6 +331,7 @@ _MECHANISMS = {
     "laplace_histogram": "Laplace histogram",
     "laplace_category_counts": "Laplace category counts",
     "threshold_domain": "Laplace threshold (category discovery)",
+    "noisy_count": "Laplace count (training rows N̂)",
 }
 _PARAMS = {  # key -> (label, digits); params not listed are shown under their own name
     "sigma": ("σ (noise multiplier)", 6),
@@ -352,6 +353,11 @@ _MECHANISM_FIELDS = {
     "composition": "composition",
     "accountant": "accountant",
     "seed_mode": "seed mode",
+    "claim": "privacy claim",
+    "neighbouring_relation": "neighbouring relation",
+    "randomness": "randomness source",
+    "treated_as_public": "treated as public",
+    "not_covered_by_epsilon": "not covered by ε",
     "dataset_epsilon_spent_after": "ε spent on this dataset, all releases (after this one)",
     "cumulative_epsilon": "ε spent on this dataset, all releases",
     "public_facts": "treated as public",
@@ -548,6 +554,9 @@ def render_html(report: dict) -> str:
     dec = report.get("decision", {})
     passed = bool(dec.get("passed"))
     verdict = "RELEASE PASSED the audit gate" if passed else "RELEASE BLOCKED by the audit gate"
+    if dec.get("development_run"):
+        verdict = ("DEVELOPMENT RUN (seeded): no DP claim; its noise can be regenerated from the "
+                   "seed, so nothing of it is ever released")
     reasons = "".join(f"<li>{_e(r)}</li>" for r in dec.get("reasons", [])) or "<li>none</li>"
     failures = report.get("failures", [])
     fail_html = ("<table class='grid-table'><tr><th>attack</th><th>reason code</th>"
