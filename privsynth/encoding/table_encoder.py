@@ -15,16 +15,22 @@ from privsynth.data.schema import ColumnSchema, TableSchema
 from privsynth.data.table import EPOCH, category_text
 from privsynth.encoding.categorical import OTHER, CategoricalEncoder
 from privsynth.encoding.numeric import NumericEncoder, uniform_edges, value_grid
+from privsynth.errors import PrivacyError
 from privsynth.policy.model import ColumnPolicy, Policy
 from privsynth.privacy import mechanisms
 from privsynth.privacy.events import PrivacySpend
+from privsynth.privacy.noise import NoiseSource
 
 ColumnEncoder = NumericEncoder | CategoricalEncoder
 
 
 @dataclass(frozen=True)
 class EncodingBudget:
-    """The encoding stage's share of the release budget, split evenly across its mechanisms."""
+    """The encoding stage's share of the release budget, split evenly across its mechanisms.
+
+    ``mechanisms`` includes the release's one ``noisy_count`` (the training row count N̂, run by
+    the pipeline with ``epsilon_each``), so it is at least 1.
+    """
 
     epsilon_each: float
     delta_each: float
@@ -32,11 +38,12 @@ class EncodingBudget:
 
 
 def count_encoding_mechanisms(policy: Policy) -> tuple[int, int]:
-    """(mechanisms needing epsilon, of which need delta) for the policy's modelled columns.
+    """(mechanisms needing epsilon, of which need delta) of the encoding stage: the one
+    ``noisy_count`` of the training rows, plus those of the policy's modelled columns.
 
     Counted from the policy alone, so the split is fixed before any private value is read.
     """
-    eps_count = delta_count = 0
+    eps_count, delta_count = 1, 0  # the release's noisy row count N̂
     for rule in policy.columns.values():
         if not rule.modelled:
             continue
@@ -49,10 +56,9 @@ def count_encoding_mechanisms(policy: Policy) -> tuple[int, int]:
 
 
 def encoding_budget(policy: Policy) -> EncodingBudget:
-    """Per-mechanism epsilon and delta of the encoding stage (zero when nothing is estimated)."""
+    """Per-mechanism epsilon and delta of the encoding stage; the row count N̂ takes one
+    ``epsilon_each``."""
     eps_count, delta_count = count_encoding_mechanisms(policy)
-    if eps_count == 0:
-        return EncodingBudget(0.0, 0.0, 0)
     eps_total = policy.privacy.epsilon * policy.privacy.encoding_share
     delta_total = policy.privacy.delta * policy.privacy.encoding_share if delta_count else 0.0
     return EncodingBudget(eps_total / eps_count, delta_total / max(delta_count, 1), eps_count)
@@ -66,10 +72,17 @@ class TableEncoder:
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, policy: Policy, budget: EncodingBudget,
-            spend: PrivacySpend, rng: np.random.Generator) -> TableEncoder:
-        """Fit from the policy's public facts, paying ``spend`` for anything estimated."""
+            spend: PrivacySpend, noise: NoiseSource) -> TableEncoder:
+        """Fit from the policy's public facts, paying ``spend`` for anything estimated.
+
+        Each charge is recorded in ``spend`` before its output is used (or raised on). ``noise``
+        is the release's :class:`NoiseSource` (``RandomSource.noise("encoding")``).
+        """
+        if not isinstance(noise, NoiseSource):
+            raise PrivacyError("TableEncoder.fit needs a NoiseSource (RandomSource.noise), "
+                               f"not {type(noise).__name__}")
         encoders = [
-            _fit_column(name, frame[name], rule, budget, spend, rng)
+            _fit_column(name, frame[name], rule, budget, spend, noise)
             for name, rule in policy.columns.items() if rule.modelled
         ]
         return cls(encoders)
@@ -96,19 +109,19 @@ class TableEncoder:
 
 
 def _fit_column(name: str, series: pd.Series, rule: ColumnPolicy, budget: EncodingBudget,
-                spend: PrivacySpend, rng: np.random.Generator) -> ColumnEncoder:
+                spend: PrivacySpend, noise: NoiseSource) -> ColumnEncoder:
     if rule.kind in ("categorical", "boolean"):
-        return _fit_categorical(name, series, rule, budget, spend, rng)
-    return _fit_numeric(name, series, rule, budget, spend, rng)
+        return _fit_categorical(name, series, rule, budget, spend, noise)
+    return _fit_numeric(name, series, rule, budget, spend, noise)
 
 
-def _fit_categorical(name, series, rule, budget, spend, rng) -> CategoricalEncoder:
+def _fit_categorical(name, series, rule, budget, spend, noise) -> CategoricalEncoder:
     if rule.kind == "boolean":
         schema = ColumnSchema(name, "boolean", domain=("false", "true"), domain_source="policy")
         return CategoricalEncoder(schema, ("false", "true"))
     if rule.domain == "dp":
         kept, _, charge = mechanisms.threshold_domain(
-            series.to_numpy(dtype=object), budget.epsilon_each, budget.delta_each, rng,
+            series.to_numpy(dtype=object), budget.epsilon_each, budget.delta_each, noise,
             column=name)
         spend.add(charge)
         categories = (*kept, OTHER)
@@ -119,11 +132,15 @@ def _fit_categorical(name, series, rule, budget, spend, rng) -> CategoricalEncod
     return CategoricalEncoder(schema, categories)
 
 
-def _fit_numeric(name, series, rule, budget, spend, rng) -> NumericEncoder:
+def _fit_numeric(name, series, rule, budget, spend, noise) -> NumericEncoder:
     values = series.to_numpy(dtype=float)
     if rule.bounds == "dp":
-        bounds, charge = mechanisms.dp_bounds(values, budget.epsilon_each, rng, column=name)
-        spend.add(charge)
+        bounds, charge = mechanisms.dp_bounds(values, budget.epsilon_each, noise, column=name)
+        spend.add(charge)  # due whether or not the noisy histogram had mass
+        if bounds is None:
+            raise PrivacyError(
+                f"column '{name}': the DP bounds estimate found no mass (too few rows for its "
+                "epsilon); declare 'bounds: [low, high]' in the policy")
         source = "dp"
     else:
         bounds = tuple(_model_number(v, rule.kind) for v in rule.bounds)
@@ -133,12 +150,12 @@ def _fit_numeric(name, series, rule, budget, spend, rng) -> NumericEncoder:
     if rule.binning == "quantile":
         # Clip to the bounds first: top and bottom coding is part of the public rule.
         noisy, charge = mechanisms.laplace_histogram(
-            np.clip(values, *bounds), grid, budget.epsilon_each, rng, column=name)
+            np.clip(values, *bounds), grid, budget.epsilon_each, noise, column=name)
         spend.add(charge)
-        mass = np.clip(noisy, 0.0, None)
+        mass = np.clip(noisy, 0, None)  # int64 noisy counts: nothing full-precision persists
         edges = mechanisms.quantile_edges_from_histogram(grid, mass, rule.bins)
     else:
-        mass = np.zeros(len(grid) - 1)
+        mass = np.zeros(len(grid) - 1, dtype=np.int64)
         edges = uniform_edges(grid, rule.bins)
     return NumericEncoder(schema, edges, grid, mass)
 
