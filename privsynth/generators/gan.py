@@ -73,6 +73,7 @@ from privsynth.generators.dp_sgd import DPSGDConfig, DPSGDPlan, DPSGDTrainer
 from privsynth.policy.model import GeneratorPolicy
 from privsynth.privacy import mechanisms
 from privsynth.privacy.events import Charge
+from privsynth.privacy.noise import NoiseSource, SecureNoise
 
 
 def leaky_mlp(sizes: list[int]) -> nn.Sequential:
@@ -227,20 +228,23 @@ class DPGAN(Generator):
         return self
 
     def _noisy_frequencies(self, codes: np.ndarray, widths: list[int], config: DPSGDConfig,
-                           generator: torch.Generator) -> tuple[list[torch.Tensor], list[Charge]]:
-        """Laplace-noised slot frequencies of every column (cond_share·ε split over columns)."""
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator,
-                                 device=generator.device).item())
-        rng = np.random.default_rng(seed)
+                           generator: torch.Generator, noise: NoiseSource | None = None
+                           ) -> tuple[list[torch.Tensor], list[Charge]]:
+        """DLap-noised slot counts of every column (cond_share·ε split over columns), as
+        frequencies. ``noise`` is the run's NoiseSource (``RandomSource.noise("conditioning")``);
+        None means the OS CSPRNG. ``generator`` is not used: no noise comes from torch."""
+        del generator
+        noise = SecureNoise() if noise is None else noise
         eps_each = config.epsilon * self.cond_share / len(widths)
         probs, charges = [], []
         for j, w in enumerate(widths):
             noisy, charge = mechanisms.noisy_category_counts(
-                codes[:, j], list(range(w)), eps_each, rng, column=f"column[{j}]",
+                codes[:, j], list(range(w)), eps_each, noise, column=f"column[{j}]",
                 stage="training")
             charges.append(charge)
-            mass = np.clip(noisy, 0.0, None)
-            p = mass / mass.sum() if mass.sum() > 0 else np.full(w, 1.0 / w)
+            mass = np.clip(noisy, 0, None)  # int64: only noisy counts reach the frequencies
+            total = int(mass.sum())
+            p = mass / total if total > 0 else np.full(w, 1.0 / w)
             probs.append(torch.tensor(p, dtype=torch.float32))
         return probs, charges
 
