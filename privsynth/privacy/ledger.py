@@ -1,29 +1,47 @@
 """The persistent privacy-budget ledger: append-only, transactional, hash-chained.
 
-One ledger holds every release of every population an installation (or a team, with PostgreSQL)
-ever made. It is keyed by the *content fingerprint* of the population
-(:func:`privsynth.data.fingerprint.fingerprint`), so renaming, shuffling or converting the file does
-not reset the budget; the policy's dataset id is recorded beside it for humans.
+One ledger holds every population an installation (or a team, with PostgreSQL) registered and
+every release it made. **A budget belongs to a registered population**, not to a file or a policy:
+
+* :meth:`Ledger.register` — a privacy officer registers a population once, by id (the id release
+  policies name as ``dataset.id``), with its total ε and δ, the composition rule (``sum`` or
+  ``accountant``), and a keyed sketch of its rows (:mod:`privsynth.privacy.population`: no raw
+  value). Registration refuses a table that is a near-copy of another registered population
+  unless the officer states the overlap (``allow_overlap_with``), which is recorded.
+* :meth:`Ledger.set_total` — the only way to change a total: a recorded entry with the officer's
+  name and reason. A release policy never sets or raises a cap.
 
 Life of a release:
 
-1. :meth:`Ledger.reserve` — *before any private data is read* — atomically checks the remaining
-   budget and appends a ``reserve`` entry, or raises :class:`BudgetExceededError`. The check and
-   the insert happen in one exclusive write transaction (SQLite ``BEGIN IMMEDIATE``; PostgreSQL
-   a table lock), so concurrent releases can never together overspend.
-2. :meth:`Ledger.record_charges` — after the mechanisms ran — appends one ``charge`` entry per
+1. :meth:`Ledger.reserve` — *before any private data is read* — verifies the whole ledger (a
+   ledger that fails :meth:`verify` grants nothing), then atomically checks the population's
+   remaining ε and δ and appends a ``reserve`` entry, or raises :class:`BudgetExceededError`. The
+   check and the insert happen in one exclusive write transaction (SQLite ``BEGIN IMMEDIATE``;
+   PostgreSQL an advisory lock), so concurrent releases can never together overspend.
+2. :meth:`Ledger.overlaps` — after the table is read — names the registered populations the table
+   is a near-copy of; the release reserves on each of them too (or is refused).
+3. :meth:`Ledger.record_charges` — after the mechanisms ran — appends one ``charge`` entry per
    mechanism with its exact accountant inputs (mechanism, σ, q, steps, δ). A charge never refunds:
    the reservation stays spent even if the release is later blocked by the audit gate. A run that
-   used *more* than it reserved gets an ``overrun`` entry that counts as spent.
+   used *more* ε or δ than it reserved gets an ``overrun`` entry that counts as spent.
+
+Spending. With ``composition: sum`` the spent ε is the plain sum of reservations and overruns.
+With ``accountant`` the recorded DP-SGD runs are composed under one accountant at δ_A = the sum of
+their δ, and every other charge, plus the part of a reservation no recorded charge explains, adds
+its ε. δ is budgeted in both: the sum of the δ of all reservations and overruns must stay within
+the population's total δ.
 
 Epsilon is stored as integer micro-epsilon (requests rounded *up*, budgets rounded *down*), so the
 budget edge is exact: 100 reservations of 0.01 fill a budget of 1.0, and the 101st is refused.
+δ is summed as exact decimals of its stored text.
 
 Tamper evidence: every entry stores the SHA-256 of its own canonical content and of the previous
-entry; the last entry's hash and the entry count are kept as the chain head. :meth:`Ledger.verify`
-reports edited, removed, inserted or reordered entries. SQLite triggers also refuse ``UPDATE`` and
-``DELETE`` on entries, so an honest mistake cannot rewrite history (a deliberate attacker can drop
-the triggers, which is what the hash chain is for).
+entry; the last entry's hash and the entry count are kept as the chain head. Each population's
+sketch lives in its own table, and its SHA-256 is in the chained ``register`` entry.
+:meth:`Ledger.verify` reports edited, removed, inserted or reordered entries, edited or missing
+sketches, and entries for unregistered populations. SQLite triggers also refuse ``UPDATE`` and
+``DELETE`` on entries and sketches, so an honest mistake cannot rewrite history (a deliberate
+attacker can drop the triggers, which is what the hash chain is for).
 """
 
 from __future__ import annotations
@@ -34,6 +52,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import sqlite3
 import uuid
@@ -43,25 +62,38 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from privsynth.errors import BudgetExceededError, LedgerError, PrivacyError
+from privsynth.errors import BudgetExceededError, LedgerError, PrivacyError, PrivsynthError
 from privsynth.privacy.events import Charge
+from privsynth.privacy.population import PopulationSketch, overlap, read_population_table
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from privsynth.policy.model import Policy
 
 MICRO = 1_000_000
 GENESIS = "0" * 64
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 ENV_VAR = "PRIVSYNTH_LEDGER"
 COMPOSITIONS = ("sum", "accountant")
+ACCOUNTANTS = ("prv", "rdp")
+KINDS = ("register", "set_total", "reserve", "charge", "overrun")
+DEFAULT_TOTAL_DELTA = 1e-5
+OVERLAP_THRESHOLD = 0.5
+POPULATION_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 
 _ENTRY_COLUMNS = (
-    "seq", "ts", "kind", "fingerprint", "dataset_id", "release_id", "reservation_id",
+    "seq", "ts", "kind", "population", "release_id", "reservation_id",
     "epsilon_micro", "delta", "details", "prev_hash", "hash",
 )
 
 _META_TABLE = "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-_INDEX = "CREATE INDEX IF NOT EXISTS ledger_entries_fp ON ledger_entries (fingerprint)"
+_SKETCH_TABLE = """CREATE TABLE IF NOT EXISTS ledger_sketches (
+        population     TEXT PRIMARY KEY,
+        digest         TEXT NOT NULL,
+        sketch         TEXT NOT NULL)"""
+_INDEX = "CREATE INDEX IF NOT EXISTS ledger_entries_pop ON ledger_entries (population)"
+_APPEND_ONLY = ("ledger_entries", "ledger_sketches")
 
 
 def _entries_table(integer: str) -> str:
@@ -74,26 +106,36 @@ def _entries_table(integer: str) -> str:
 
 
 _SQLITE_SCHEMA = [
-    _META_TABLE,
     _entries_table("INTEGER"),
+    _SKETCH_TABLE,
     _INDEX,
-    """CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger_entries
-       BEGIN SELECT RAISE(ABORT, 'the privsynth ledger is append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger_entries
-       BEGIN SELECT RAISE(ABORT, 'the privsynth ledger is append-only'); END""",
+    *(f"""CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table}
+       BEGIN SELECT RAISE(ABORT, 'the privsynth ledger is append-only'); END"""
+      for table in _APPEND_ONLY for op in ("UPDATE", "DELETE")),
 ]
 
 _PG_SCHEMA = [
-    _META_TABLE,
     _entries_table("BIGINT"),
+    _SKETCH_TABLE,
     _INDEX,
     """CREATE OR REPLACE FUNCTION privsynth_ledger_append_only() RETURNS trigger AS $$
        BEGIN RAISE EXCEPTION 'the privsynth ledger is append-only'; END; $$ LANGUAGE plpgsql""",
 ]
 _PG_TRIGGERS = {
-    "ledger_no_update": "BEFORE UPDATE ON ledger_entries",
-    "ledger_no_delete": "BEFORE DELETE ON ledger_entries",
+    f"{table}_no_{op.lower()}": f"BEFORE {op} ON {table}"
+    for table in _APPEND_ONLY for op in ("UPDATE", "DELETE")
 }
+
+_V1_HELP = (
+    "it was written by an earlier privsynth (schema version 1), whose budgets were keyed by a "
+    "content hash of the file and capped by each policy's budget.total_epsilon. This privsynth "
+    "keys budgets by registered population (schema version 2) and cannot assign the old "
+    "spending to populations by itself. To proceed: keep the old ledger as a record, point "
+    "privsynth at a new ledger (--ledger, $PRIVSYNTH_LEDGER or budget.ledger), and have the "
+    "privacy officer register each population there once, with the total it had left: "
+    "`privsynth budget register ID --total-epsilon E --total-delta D --data FILE --officer NAME "
+    "--note 'continues <old ledger>: ε already spent there'`"
+)
 
 
 def to_micro(epsilon: float, *, round_up: bool = True) -> int:
@@ -111,24 +153,58 @@ def from_micro(micro: int) -> float:
     return float(Decimal(int(micro)) / MICRO)
 
 
+def _dec(delta: float | str) -> Decimal:
+    return Decimal(delta if isinstance(delta, str) else repr(float(delta)))
+
+
+class PopulationBudgetExceeded(BudgetExceededError):
+    """The ledger refuses a reservation: the population's remaining ε (or δ) is too small.
+
+    ``quantity`` is ``"epsilon"`` or ``"delta"``; ``requested`` / ``remaining`` are in it.
+    """
+
+    def __init__(self, population: str, requested: float, remaining: float,
+                 quantity: str = "epsilon") -> None:
+        self.dataset = self.population = population
+        self.requested = requested
+        self.remaining = remaining
+        self.quantity = quantity
+        sym, key, flag = (("ε", "privacy.epsilon", "--total-epsilon E") if quantity == "epsilon"
+                          else ("δ", "privacy.delta", "--total-delta D"))
+        PrivsynthError.__init__(
+            self,
+            f"budget for population '{population}' exceeded: Requested {sym}={requested:.6g}, "
+            f"Remaining {sym}={remaining:.6g}, Difference {sym}={requested - remaining:.6g}. "
+            f"Lower {key} in the policy, or have the privacy officer raise the population's "
+            f"total (a recorded action): `privsynth budget set-total {population} {flag} "
+            "--officer NAME --reason TEXT`."
+        )
+
+
 @dataclass(frozen=True)
 class Reservation:
-    """A granted reservation: ``epsilon`` is spent from the moment this object exists."""
+    """A granted reservation: ``epsilon`` and ``delta`` are spent from the moment it exists."""
 
     reservation_id: str
-    fingerprint: str
-    dataset_id: str
+    population: str
     release_id: str
     epsilon: float
     delta: float
     seq: int
     spent_after: float
     total_epsilon: float
+    delta_spent_after: float
+    total_delta: float
 
     @property
     def remaining_after(self) -> float:
-        """Budget left for this population right after the reservation."""
+        """ε left for this population right after the reservation."""
         return max(0.0, self.total_epsilon - self.spent_after)
+
+    @property
+    def delta_remaining_after(self) -> float:
+        """δ left for this population right after the reservation."""
+        return max(0.0, self.total_delta - self.delta_spent_after)
 
 
 def default_ledger_location(policy: Policy, policy_path: Path | str | None = None) -> str:
@@ -146,6 +222,11 @@ def default_ledger_location(policy: Policy, policy_path: Path | str | None = Non
         if not path.is_absolute() and policy_path is not None:
             path = Path(policy_path).resolve().parent / path
         return str(path)
+    return home_ledger_location()
+
+
+def home_ledger_location() -> str:
+    """``$XDG_DATA_HOME/privsynth/ledger.sqlite`` (``~/.local/share`` without it)."""
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return str(base / "privsynth" / "ledger.sqlite")
 
@@ -161,11 +242,17 @@ def _canonical(obj: Any) -> str:
 def entry_hash(row: dict[str, Any]) -> str:
     """SHA-256 of an entry's content and its predecessor's hash (the chain link)."""
     body = [
-        int(row["seq"]), row["ts"], row["kind"], row["fingerprint"], row["dataset_id"],
-        row["release_id"], row["reservation_id"], int(row["epsilon_micro"]), row["delta"],
-        row["details"], row["prev_hash"],
+        int(row["seq"]), row["ts"], row["kind"], row["population"], row["release_id"],
+        row["reservation_id"], int(row["epsilon_micro"]), row["delta"], row["details"],
+        row["prev_hash"],
     ]
-    return hashlib.sha256(_canonical(body).encode()).hexdigest()
+    return hashlib.sha256(_canonical(["privsynth-ledger-v2", *body]).encode()).hexdigest()
+
+
+def register_command(population: str) -> str:
+    """The command a privacy officer runs to register ``population``."""
+    return (f"privsynth budget register {population} --total-epsilon E --total-delta D "
+            "--data FILE --officer NAME")
 
 
 class Ledger:
@@ -186,7 +273,11 @@ class Ledger:
         else:
             backend = _SqliteBackend(Path(text).expanduser())
         ledger = cls(backend, text)
-        ledger._db.init_schema()
+        try:
+            ledger._db.init_schema()
+        except BaseException:
+            ledger._db.close()
+            raise
         return ledger
 
     def close(self) -> None:
@@ -200,55 +291,188 @@ class Ledger:
         self.close()
 
     def installation_key(self) -> bytes:
-        """A random per-ledger secret (32 bytes), for keyed fingerprints in public manifests."""
+        """A random per-ledger secret (32 bytes): the key of every population sketch."""
         return bytes.fromhex(self._db.meta("installation_key"))
 
-    # ------------------------------------------------------------------ writing
-    def reserve(self, *, fingerprint: str, dataset_id: str, release_id: str, epsilon: float,
-                delta: float, total_epsilon: float, composition: str = "sum",
-                accountant: str = "prv") -> Reservation:
-        """Atomically check the remaining budget and reserve ``epsilon`` for one release.
+    def sketch(self, table: pd.DataFrame | str | Path) -> PopulationSketch:
+        """The keyed sketch of a raw table (a DataFrame, or a CSV/Parquet file) in this ledger."""
+        frame = read_population_table(table) if isinstance(table, str | Path) else table
+        return PopulationSketch.from_table(frame, self.installation_key())
 
-        Call this *before* reading private data. Raises :class:`BudgetExceededError` (Requested /
-        Remaining / Difference) when the population's budget cannot cover the request. With
-        ``composition="accountant"`` the spent figure is :meth:`composed_epsilon` at ``delta``.
+    # ------------------------------------------------------------------ officer actions
+    def register(self, population: str, *, total_epsilon: float, total_delta: float,
+                 sketch: PopulationSketch | pd.DataFrame, officer: str, note: str = "",
+                 composition: str = "sum", accountant: str = "prv",
+                 allow_overlap_with: Sequence[str] = (),
+                 overlap_threshold: float = OVERLAP_THRESHOLD) -> dict[str, Any]:
+        """Register a population once: its total ε and δ, composition and keyed sketch.
+
+        Refuses an id already registered, unless the totals, composition and table are the
+        same as registered (then nothing is written and the result has ``created: False``, so a
+        documented command can be re-run). Refuses a table that is a near-copy (overlap at least
+        ``overlap_threshold``) of another registered population unless that population is in
+        ``allow_overlap_with``, which is recorded in the entry. Returns :meth:`population`'s
+        summary with ``created``.
         """
-        if composition not in COMPOSITIONS:
-            raise PrivacyError(
-                f"budget.composition must be one of {list(COMPOSITIONS)}. "
-                f"Got {composition!r} instead."
-            )
+        _check_population(population)
+        total_micro = _check_total_epsilon(total_epsilon)
+        total_d = _check_total_delta(total_delta)
+        _check_choice("composition", composition, COMPOSITIONS)
+        _check_choice("accountant", accountant, ACCOUNTANTS)
+        _check_text(officer=officer)
+        allowed = sorted({str(a) for a in allow_overlap_with})
+        if not isinstance(sketch, PopulationSketch):
+            sketch = PopulationSketch.from_table(sketch, self.installation_key())
+        if sketch.size == 0:
+            raise LedgerError(f"the table given for population '{population}' has no cells to "
+                              "sketch; register it with the table of its people")
+        text, digest = sketch.to_text(), sketch.digest
+        with self._db.write() as tx:
+            rows = tx.entries(None)
+            state = _registrations(rows).get(population)
+            if state is not None:
+                same = (state["total_epsilon_micro"] == total_micro
+                        and _dec(state["total_delta"]) == total_d
+                        and state["composition"] == composition
+                        and state["sketch_digest"] == digest)
+                if same:
+                    return {**_summary(population, state, rows), "created": False}
+                raise LedgerError(
+                    f"population '{population}' is already registered (total ε="
+                    f"{from_micro(state['total_epsilon_micro']):g}, δ={state['total_delta']:g}, "
+                    f"composition {state['composition']}, by {state['officer']} on "
+                    f"{state['registered_at'][:10]}"
+                    + ("" if state["sketch_digest"] == digest else ", from a different table")
+                    + "). A population is registered once; a privacy officer changes its total "
+                    f"with `privsynth budget set-total {population} --total-epsilon E "
+                    "--total-delta D --officer NAME --reason TEXT`"
+                )
+            overlaps = {}
+            for other, other_text in tx.sketches():
+                score = overlap(sketch, PopulationSketch.from_text(other_text))
+                if score >= overlap_threshold:
+                    overlaps[other] = score
+            refused = sorted(set(overlaps) - set(allowed))
+            if refused:
+                named = ", ".join(f"'{p}' (overlap {overlaps[p]:.2f})" for p in refused)
+                raise LedgerError(
+                    f"the table given for '{population}' is a near-copy of registered "
+                    f"population(s) {named}: its people would get a second budget. Release "
+                    "under that population's id instead; or, if the officer has checked that "
+                    "the overlap is acceptable (e.g. different people in a low-entropy table), "
+                    "register again with "
+                    + " ".join(f"--allow-overlap-with {p}" for p in refused)
+                    + " (recorded in the ledger)"
+                )
+            details = {
+                "total_epsilon_micro": total_micro, "total_delta": str(total_d),
+                "composition": composition, "accountant": accountant, "officer": officer,
+                "note": note, "sketch_digest": digest,
+                "allow_overlap_with": {p: round(overlaps.get(p, 0.0), 2) for p in allowed},
+            }
+            tx.q("INSERT INTO ledger_sketches (population, digest, sketch) VALUES (?, ?, ?)",
+                 (population, digest, text))
+            tx.append(kind="register", population=population, release_id="",
+                      reservation_id="", epsilon_micro=0, delta=0.0, details=details)
+            rows = tx.entries(None)
+            state = _registrations(rows)[population]
+            return {**_summary(population, state, rows), "created": True}
+
+    def set_total(self, population: str, *, total_epsilon: float | None = None,
+                  total_delta: float | None = None, officer: str, reason: str,
+                  composition: str | None = None) -> dict[str, Any]:
+        """Change a registered population's total ε and/or δ (or its composition): a recorded,
+        chained ``set_total`` entry with the officer's name and reason. Returns the new summary.
+        """
+        _check_population(population)
+        _check_text(officer=officer, reason=reason)
+        if total_epsilon is None and total_delta is None and composition is None:
+            raise LedgerError("set_total needs a new total_epsilon, total_delta or composition")
+        if composition is not None:
+            _check_choice("composition", composition, COMPOSITIONS)
+        with self._db.write() as tx:
+            rows = tx.entries(None)
+            state = _registrations(rows).get(population)
+            if state is None:
+                raise LedgerError(_unregistered(population, self.location))
+            new_micro = (state["total_epsilon_micro"] if total_epsilon is None
+                         else _check_total_epsilon(total_epsilon))
+            new_delta = (_dec(state["total_delta"]) if total_delta is None
+                         else _check_total_delta(total_delta))
+            details = {
+                "total_epsilon_micro": new_micro, "total_delta": str(new_delta),
+                "composition": composition or state["composition"], "officer": officer,
+                "reason": reason,
+                "previous": {"total_epsilon_micro": state["total_epsilon_micro"],
+                             "total_delta": str(_dec(state["total_delta"])),
+                             "composition": state["composition"]},
+            }
+            tx.append(kind="set_total", population=population, release_id="",
+                      reservation_id="", epsilon_micro=0, delta=0.0, details=details)
+            rows = tx.entries(None)
+            return _summary(population, _registrations(rows)[population], rows)
+
+    # ------------------------------------------------------------------ releases
+    def reserve(self, *, population: str, release_id: str, epsilon: float,
+                delta: float) -> Reservation:
+        """Atomically check the population's remaining ε and δ and reserve them for a release.
+
+        Call this *before* reading private data. The cap and the composition come only from the
+        population's registration (and recorded ``set_total`` entries). Raises
+        :class:`LedgerError` for an unregistered population or a ledger that does not verify,
+        and :class:`BudgetExceededError` (Requested / Remaining / Difference) when the budget
+        cannot cover the request.
+        """
         want = to_micro(epsilon, round_up=True)
         if want <= 0:
             raise PrivacyError(f"a reservation needs epsilon > 0. Got {epsilon} instead.")
-        if not 0 <= float(delta) < 1:
+        if not 0 <= float(delta) < 1 or math.isnan(float(delta)):
             raise PrivacyError(f"delta must be in [0, 1). Got {delta} instead.")
-        total = to_micro(total_epsilon, round_up=False)
-        _check_text(fingerprint=fingerprint, dataset_id=dataset_id, release_id=release_id)
+        _check_text(population=population, release_id=release_id)
+        want_delta = _dec(float(delta))
         reservation_id = uuid.uuid4().hex
         with self._db.write() as tx:
-            if composition == "sum":
-                spent = tx.spent_micro(fingerprint)
+            rows = tx.entries(None)
+            problems = _verify(rows, tx.meta_get("head_hash"), tx.meta_get("head_count"),
+                               tx.sketch_digests())
+            if problems:
+                raise LedgerError(
+                    f"the ledger {self.location} does not verify ({len(problems)} problem(s); "
+                    f"first: {problems[0]}). No budget is granted from a ledger that fails its "
+                    "check: run `privsynth budget verify` and restore the ledger from a backup"
+                )
+            state = _registrations(rows).get(population)
+            if state is None:
+                raise LedgerError(_unregistered(population, self.location))
+            own = [r for r in rows if r["population"] == population]
+            total = int(state["total_epsilon_micro"])
+            total_d = _dec(state["total_delta"])
+            if state["composition"] == "sum":
+                spent = _spent_micro(own)
             else:
-                composed = self._composed(tx.entries(fingerprint), float(delta), accountant)
-                spent = to_micro(composed, round_up=True)
+                spent = to_micro(_composed(own, state["accountant"])[0], round_up=True)
+            spent_d = _spent_delta(own)
             if spent + want > total:
-                raise BudgetExceededError(dataset_id, from_micro(want),
-                                          from_micro(max(0, total - spent)))
-            details = {"total_epsilon_micro": total, "composition": composition,
-                       "epsilon": float(epsilon)}
-            seq = tx.append(kind="reserve", fingerprint=fingerprint, dataset_id=dataset_id,
-                            release_id=release_id, reservation_id=reservation_id,
-                            epsilon_micro=want, delta=float(delta), details=details)
-        return Reservation(reservation_id, fingerprint, dataset_id, release_id,
-                           from_micro(want), float(delta), seq, from_micro(spent + want),
-                           from_micro(total))
+                raise PopulationBudgetExceeded(population, from_micro(want),
+                                               from_micro(max(0, total - spent)))
+            if spent_d + want_delta > total_d:
+                raise PopulationBudgetExceeded(population, float(want_delta),
+                                               float(max(Decimal(0), total_d - spent_d)),
+                                               quantity="delta")
+            details = {"composition": state["composition"], "total_epsilon_micro": total,
+                       "total_delta": str(total_d), "epsilon": float(epsilon)}
+            seq = tx.append(kind="reserve", population=population, release_id=release_id,
+                            reservation_id=reservation_id, epsilon_micro=want,
+                            delta=float(delta), details=details)
+        return Reservation(reservation_id, population, release_id, from_micro(want),
+                           float(delta), seq, from_micro(spent + want), from_micro(total),
+                           float(spent_d + want_delta), float(total_d))
 
     def record_charges(self, reservation: Reservation, charges: Sequence[Charge]) -> None:
         """Append what actually ran under ``reservation``: one entry per mechanism, in order.
 
-        Never refunds. If the charges add up to more than was reserved, an ``overrun`` entry
-        charges the difference (the data has been read; the budget may go below zero).
+        Never refunds. If the charges add up to more ε or δ than was reserved, an ``overrun``
+        entry charges the difference (the data has been read; the budget may go below zero).
         """
         charges = list(charges)
         for c in charges:
@@ -261,105 +485,97 @@ class Ledger:
                     f"reservation {reservation.reservation_id} is not in this ledger; "
                     "charges can only be recorded against a reservation made here"
                 )
-            used = 0
+            used, used_d = 0, Decimal(0)
             for c in charges:
                 micro = to_micro(c.epsilon, round_up=True)
                 used += micro
+                used_d += _dec(float(c.delta))
                 details = {"stage": c.stage, "mechanism": c.mechanism, "column": c.column,
                            "epsilon": float(c.epsilon), "params": c.params}
-                tx.append(kind="charge", fingerprint=known["fingerprint"],
-                          dataset_id=known["dataset_id"], release_id=known["release_id"],
+                tx.append(kind="charge", population=known["population"],
+                          release_id=known["release_id"],
                           reservation_id=reservation.reservation_id, epsilon_micro=micro,
                           delta=float(c.delta), details=details)
             over = used - int(known["epsilon_micro"])
-            if over > 0:
-                tx.append(kind="overrun", fingerprint=known["fingerprint"],
-                          dataset_id=known["dataset_id"], release_id=known["release_id"],
-                          reservation_id=reservation.reservation_id, epsilon_micro=over,
-                          delta=0.0, details={"reason": "charges exceeded the reservation"})
+            over_d = used_d - _dec(known["delta"])
+            if over > 0 or over_d > 0:
+                tx.append(kind="overrun", population=known["population"],
+                          release_id=known["release_id"],
+                          reservation_id=reservation.reservation_id,
+                          epsilon_micro=max(0, over), delta=float(max(Decimal(0), over_d)),
+                          details={"reason": "charges exceeded the reservation"})
 
     # ------------------------------------------------------------------ reading
-    def spent(self, fingerprint: str) -> float:
-        """Plain sum of the epsilon reserved (plus overruns) for a population."""
+    def population(self, population: str) -> dict[str, Any] | None:
+        """A registered population's totals, composition, registration facts and spending;
+        ``None`` when it is not registered."""
         with self._db.read() as tx:
-            return from_micro(tx.spent_micro(fingerprint))
+            rows = tx.entries(None)
+        state = _registrations(rows).get(population)
+        return None if state is None else _summary(population, state, rows)
 
-    def composed_epsilon(self, fingerprint: str, delta: float, accountant: str = "prv") -> float:
-        """Cumulative epsilon at ``delta`` with the recorded DP-SGD runs composed together.
+    def populations(self) -> list[dict[str, Any]]:
+        """:meth:`population` of every registered population, in registration order."""
+        with self._db.read() as tx:
+            rows = tx.entries(None)
+        return [_summary(p, s, rows) for p, s in _registrations(rows).items()]
 
-        All recorded ``dp_sgd`` charges (σ, q, steps) of the population go into one Opacus
-        accountant; every other charge adds its epsilon; and the part of a reservation not
-        covered by recorded charges (a crashed run, or calibration below target) adds as reserved.
-        So the figure is never below what actually ran.
+    def overlaps(self, sketch_or_table: PopulationSketch | pd.DataFrame | str | Path,
+                 threshold: float = OVERLAP_THRESHOLD) -> list[tuple[str, float]]:
+        """Registered populations the table is a near-copy of: ``(population, overlap)`` with
+        overlap (the larger containment of either in the other, see
+        :mod:`privsynth.privacy.population`) at least ``threshold``, largest first. The
+        release's own population is included when it matches."""
+        sketch = (sketch_or_table if isinstance(sketch_or_table, PopulationSketch)
+                  else self.sketch(sketch_or_table))
+        with self._db.read() as tx:
+            stored = tx.sketches()
+        found = []
+        for population, text in stored:
+            score = overlap(sketch, PopulationSketch.from_text(text))
+            if score >= threshold:
+                found.append((population, score))
+        return sorted(found, key=lambda item: (-item[1], item[0]))
+
+    def spent(self, population: str) -> float:
+        """Plain sum of the ε reserved (plus overruns) for a population."""
+        return from_micro(_spent_micro(self.entries(population)))
+
+    def spent_delta(self, population: str) -> float:
+        """Sum of the δ reserved (plus overruns) for a population."""
+        return float(_spent_delta(self.entries(population)))
+
+    def composed(self, population: str, accountant: str = "prv") -> tuple[float, float]:
+        """(ε, δ) spent with the recorded DP-SGD runs composed together.
+
+        All recorded ``dp_sgd`` charges (σ, q, steps) of the population go into one accountant
+        at δ_A = the sum of their δ; every other charge adds its ε; the part of a reservation
+        not covered by recorded charges (a crashed run, or calibration below target) adds as
+        reserved. δ is the sum of the δ of all reservations and overruns (which covers δ_A and
+        every other charge's δ). So the figure is never below what actually ran.
         """
-        return self._composed(self.entries(fingerprint), float(delta), accountant)
+        _check_choice("accountant", accountant, ACCOUNTANTS)
+        return _composed(self.entries(population), accountant)
 
-    def entries(self, fingerprint: str | None = None) -> list[dict[str, Any]]:
+    def composed_epsilon(self, population: str, accountant: str = "prv") -> float:
+        """The ε of :meth:`composed`."""
+        return self.composed(population, accountant)[0]
+
+    def entries(self, population: str | None = None) -> list[dict[str, Any]]:
         """Every entry in chain order (optionally of one population), as plain dicts."""
         with self._db.read() as tx:
-            rows = tx.entries(fingerprint)
+            rows = tx.entries(population)
         return [_public(r) for r in rows]
 
-    def datasets(self) -> list[dict[str, Any]]:
-        """One summary per population: fingerprint, dataset ids, releases, spent, total."""
-        out: dict[str, dict[str, Any]] = {}
-        for e in self.entries():
-            fp = e["fingerprint"]
-            d = out.setdefault(fp, {"fingerprint": fp, "dataset_ids": [], "releases": {},
-                                    "spent_micro": 0, "total_epsilon": None})
-            if e["dataset_id"] not in d["dataset_ids"]:
-                d["dataset_ids"].append(e["dataset_id"])
-            rel = d["releases"].setdefault(e["release_id"], {"reserved": 0, "charged": 0,
-                                                             "ts": e["ts"], "charges": 0})
-            if e["kind"] in ("reserve", "overrun"):
-                d["spent_micro"] += e["epsilon_micro"]
-                rel["reserved"] += e["epsilon_micro"]
-                if e["kind"] == "reserve":
-                    d["total_epsilon"] = from_micro(e["details"]["total_epsilon_micro"])
-            elif e["kind"] == "charge":
-                rel["charged"] += e["epsilon_micro"]
-                rel["charges"] += 1
-        for d in out.values():
-            d["spent"] = from_micro(d.pop("spent_micro"))
-            for rel in d["releases"].values():
-                rel["reserved"] = from_micro(rel["reserved"])
-                rel["charged"] = from_micro(rel["charged"])
-        return list(out.values())
-
     def verify(self) -> list[str]:
-        """Check the hash chain. Returns the problems found; ``[]`` when the ledger is intact."""
-        problems: list[str] = []
+        """Check the hash chain, the sketches and the registrations. Returns the problems
+        found; ``[]`` when the ledger is intact."""
         with self._db.read() as tx:
             rows = tx.entries(None)
             head_hash = tx.meta_get("head_hash")
             head_count = tx.meta_get("head_count")
-        prev = GENESIS
-        for index, row in enumerate(rows, start=1):
-            seq = int(row["seq"])
-            if seq != index:
-                problems.append(
-                    f"entry {seq}: expected sequence number {index}; an entry was removed, "
-                    "inserted or renumbered"
-                )
-            if row["prev_hash"] != prev:
-                problems.append(
-                    f"entry {seq}: does not link to the entry before it; an entry was removed, "
-                    "inserted or reordered"
-                )
-            if entry_hash(row) != row["hash"]:
-                problems.append(f"entry {seq}: its content does not match its hash; it was edited")
-            prev = row["hash"]
-        if head_count is not None and int(head_count) != len(rows):
-            problems.append(
-                f"the ledger head records {head_count} entries but {len(rows)} are present; "
-                "entries were removed or added outside privsynth"
-            )
-        if head_hash is not None and head_hash != prev:
-            problems.append(
-                "the last entry's hash does not match the ledger head; the end of the chain "
-                "was removed, edited or replaced"
-            )
-        return problems
+            sketches = tx.sketch_digests()
+        return _verify(rows, head_hash, head_count, sketches)
 
     def head(self) -> dict[str, Any]:
         """The chain head (entry count and last hash): record it in a manifest to anchor it."""
@@ -367,42 +583,204 @@ class Ledger:
             return {"count": int(tx.meta_get("head_count") or 0),
                     "hash": tx.meta_get("head_hash") or GENESIS}
 
-    # ------------------------------------------------------------------ internals
-    @staticmethod
-    def _composed(rows: list[dict[str, Any]], delta: float, accountant: str) -> float:
-        from privsynth.privacy.accounting import history_epsilon
 
-        reserved: dict[str, int] = {}
-        charged: dict[str, int] = {}
-        pure_micro = 0
-        history: list[tuple[float, float, int]] = []
-        for r in rows:
-            rid = r["reservation_id"]
-            if r["kind"] == "reserve":
-                reserved[rid] = reserved.get(rid, 0) + int(r["epsilon_micro"])
-            elif r["kind"] == "charge":
-                charged[rid] = charged.get(rid, 0) + int(r["epsilon_micro"])
-                details = r["details"]
-                if isinstance(details, str):
-                    details = json.loads(details)
-                params = details.get("params") or {}
-                if details.get("mechanism") == "dp_sgd" and {"sigma", "q", "steps"} <= set(params):
-                    if int(params["steps"]) > 0:
-                        history.append((float(params["sigma"]), float(params["q"]),
-                                        int(params["steps"])))
-                else:
-                    pure_micro += int(r["epsilon_micro"])
-            # overrun entries are covered: their charges are already counted above
-        for rid, micro in reserved.items():
-            pure_micro += max(0, micro - charged.get(rid, 0))
-        composed = history_epsilon(history, delta=delta, accountant=accountant)
-        return composed + from_micro(pure_micro)
+# ---------------------------------------------------------------------- pure helpers
+def _unregistered(population: str, location: str) -> str:
+    return (f"population '{population}' is not registered in the ledger {location}. A privacy "
+            f"officer registers it once, with its total budget: `{register_command(population)}`")
+
+
+def _check_population(population: str) -> None:
+    if not isinstance(population, str) or not POPULATION_ID.match(population):
+        raise LedgerError(f"a population id is letters, digits, '.', '_' and '-' (as a policy's "
+                          f"dataset.id). Got {population!r} instead.")
+
+
+def _check_total_epsilon(total_epsilon: float) -> int:
+    micro = to_micro(total_epsilon, round_up=False)
+    if micro <= 0:
+        raise PrivacyError(f"a total epsilon must be > 0. Got {total_epsilon} instead.")
+    return micro
+
+
+def _check_total_delta(total_delta: float) -> Decimal:
+    value = float(total_delta)
+    if not (0 < value < 1) or math.isnan(value):
+        raise PrivacyError(f"a total delta must be in (0, 1). Got {total_delta} instead.")
+    return _dec(value)
+
+
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise PrivacyError(f"{name} must be one of {list(allowed)}. Got {value!r} instead.")
 
 
 def _check_text(**fields: str) -> None:
     for name, value in fields.items():
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value.strip():
             raise LedgerError(f"{name} must be a non-empty string")
+
+
+def _details(row: dict[str, Any]) -> dict[str, Any]:
+    details = row["details"]
+    return json.loads(details) if isinstance(details, str) else details
+
+
+def _registrations(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Current state of every registered population, folded from register/set_total entries."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["kind"] == "register" and r["population"] not in out:
+            d = _details(r)
+            out[r["population"]] = {
+                "total_epsilon_micro": int(d["total_epsilon_micro"]),
+                "total_delta": float(d["total_delta"]), "composition": d["composition"],
+                "accountant": d.get("accountant", "prv"), "officer": d["officer"],
+                "note": d.get("note", ""), "sketch_digest": d["sketch_digest"],
+                "allow_overlap_with": d.get("allow_overlap_with", {}),
+                "registered_at": r["ts"], "changes": [],
+            }
+        elif r["kind"] == "set_total" and r["population"] in out:
+            d = _details(r)
+            state = out[r["population"]]
+            state["total_epsilon_micro"] = int(d["total_epsilon_micro"])
+            state["total_delta"] = float(d["total_delta"])
+            state["composition"] = d.get("composition", state["composition"])
+            state["changes"].append({"ts": r["ts"], "officer": d["officer"],
+                                     "reason": d["reason"],
+                                     "total_epsilon": from_micro(d["total_epsilon_micro"]),
+                                     "total_delta": float(d["total_delta"])})
+    return out
+
+
+def _summary(population: str, state: dict[str, Any],
+             rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    own = [r for r in rows if r["population"] == population]
+    spent_sum = from_micro(_spent_micro(own))
+    if state["composition"] == "sum":
+        spent = spent_sum
+    else:
+        spent = from_micro(to_micro(_composed(own, state["accountant"])[0], round_up=True))
+    total = from_micro(state["total_epsilon_micro"])
+    spent_d = float(_spent_delta(own))
+    releases = list(dict.fromkeys(r["release_id"] for r in own if r["kind"] == "reserve"))
+    return {
+        "population": population, "total_epsilon": total, "total_delta": state["total_delta"],
+        "composition": state["composition"], "accountant": state["accountant"],
+        "officer": state["officer"], "note": state["note"],
+        "registered_at": state["registered_at"], "sketch_digest": state["sketch_digest"],
+        "allow_overlap_with": dict(state["allow_overlap_with"]),
+        "changes": list(state["changes"]), "releases": releases,
+        "spent_epsilon": spent, "spent_epsilon_sum": spent_sum, "spent_delta": spent_d,
+        "remaining_epsilon": max(0.0, total - spent),
+        "remaining_delta": max(0.0, state["total_delta"] - spent_d),
+    }
+
+
+def _spent_micro(rows: Sequence[dict[str, Any]]) -> int:
+    return sum(int(r["epsilon_micro"]) for r in rows if r["kind"] in ("reserve", "overrun"))
+
+
+def _spent_delta(rows: Sequence[dict[str, Any]]) -> Decimal:
+    return sum((_dec(str(r["delta"]) if isinstance(r["delta"], str) else float(r["delta"]))
+                for r in rows if r["kind"] in ("reserve", "overrun")), Decimal(0))
+
+
+def _composed(rows: Sequence[dict[str, Any]], accountant: str) -> tuple[float, float]:
+    from privsynth.privacy.accounting import history_epsilon
+
+    reserved: dict[str, int] = {}
+    charged: dict[str, int] = {}
+    pure_micro = 0
+    history: list[tuple[float, float, int]] = []
+    delta_a = Decimal(0)
+    for r in rows:
+        rid = r["reservation_id"]
+        if r["kind"] == "reserve":
+            reserved[rid] = reserved.get(rid, 0) + int(r["epsilon_micro"])
+        elif r["kind"] == "charge":
+            charged[rid] = charged.get(rid, 0) + int(r["epsilon_micro"])
+            details = _details(r)
+            params = details.get("params") or {}
+            if details.get("mechanism") == "dp_sgd" and {"sigma", "q", "steps"} <= set(params):
+                if int(params["steps"]) > 0:
+                    history.append((float(params["sigma"]), float(params["q"]),
+                                    int(params["steps"])))
+                    delta_a += _dec(str(r["delta"]) if isinstance(r["delta"], str)
+                                    else float(r["delta"]))
+            else:
+                pure_micro += int(r["epsilon_micro"])
+        # overrun entries are covered: their charges are already counted above
+    for rid, micro in reserved.items():
+        pure_micro += max(0, micro - charged.get(rid, 0))
+    composed = history_epsilon(history, delta=float(delta_a), accountant=accountant) \
+        if history else 0.0
+    return composed + from_micro(pure_micro), float(_spent_delta(rows))
+
+
+def _verify(rows: Sequence[dict[str, Any]], head_hash: str | None, head_count: str | None,
+            sketches: dict[str, tuple[str, str]]) -> list[str]:
+    """Every problem of the chain, the sketches and the registrations."""
+    problems: list[str] = []
+    prev = GENESIS
+    registered: dict[str, str] = {}
+    reservations: dict[str, str] = {}
+    for index, row in enumerate(rows, start=1):
+        seq = int(row["seq"])
+        if seq != index:
+            problems.append(
+                f"entry {seq}: expected sequence number {index}; an entry was removed, "
+                "inserted or renumbered"
+            )
+        if row["prev_hash"] != prev:
+            problems.append(
+                f"entry {seq}: does not link to the entry before it; an entry was removed, "
+                "inserted or reordered"
+            )
+        if entry_hash(row) != row["hash"]:
+            problems.append(f"entry {seq}: its content does not match its hash; it was edited")
+        prev = row["hash"]
+        kind, population = row["kind"], row["population"]
+        if kind not in KINDS:
+            problems.append(f"entry {seq}: unknown kind {kind!r}")
+        elif kind == "register":
+            if population in registered:
+                problems.append(f"entry {seq}: population '{population}' registered twice")
+            else:
+                try:
+                    registered[population] = _details(row)["sketch_digest"]
+                except (ValueError, KeyError, TypeError):
+                    problems.append(f"entry {seq}: a registration without a sketch digest")
+        elif population not in registered:
+            problems.append(f"entry {seq}: a {kind} entry for population '{population}', "
+                            "which is not registered before it")
+        elif kind == "reserve":
+            reservations[row["reservation_id"]] = population
+        elif kind in ("charge", "overrun") and \
+                reservations.get(row["reservation_id"]) != population:
+            problems.append(f"entry {seq}: a {kind} entry without an earlier reservation of "
+                            f"population '{population}'")
+    if head_count is not None and int(head_count) != len(rows):
+        problems.append(
+            f"the ledger head records {head_count} entries but {len(rows)} are present; "
+            "entries were removed or added outside privsynth"
+        )
+    if head_hash is not None and head_hash != prev:
+        problems.append(
+            "the last entry's hash does not match the ledger head; the end of the chain "
+            "was removed, edited or replaced"
+        )
+    for population, digest in registered.items():
+        stored = sketches.get(population)
+        if stored is None:
+            problems.append(f"the sketch of population '{population}' is missing")
+        elif not (stored[0] == digest == stored[1]):
+            problems.append(f"the sketch of population '{population}' does not match the "
+                            "digest in its registration; it was edited or replaced")
+    for population in sorted(set(sketches) - set(registered)):
+        problems.append(f"a sketch for population '{population}' that no registration records; "
+                        "it was added outside privsynth")
+    return problems
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
@@ -435,18 +813,13 @@ class _Tx:
         self.q("INSERT INTO ledger_meta (key, value) VALUES (?, ?) "
                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
-    def spent_micro(self, fingerprint: str) -> int:
-        rows = self.q("SELECT COALESCE(SUM(epsilon_micro), 0) FROM ledger_entries "
-                      "WHERE fingerprint = ? AND kind IN ('reserve', 'overrun')", (fingerprint,))
-        return int(rows[0][0])
-
-    def entries(self, fingerprint: str | None) -> list[dict[str, Any]]:
+    def entries(self, population: str | None) -> list[dict[str, Any]]:
         cols = ", ".join(_ENTRY_COLUMNS)
-        if fingerprint is None:
+        if population is None:
             rows = self.q(f"SELECT {cols} FROM ledger_entries ORDER BY seq")
         else:
-            rows = self.q(f"SELECT {cols} FROM ledger_entries WHERE fingerprint = ? ORDER BY seq",
-                          (fingerprint,))
+            rows = self.q(f"SELECT {cols} FROM ledger_entries WHERE population = ? ORDER BY seq",
+                          (population,))
         return [dict(zip(_ENTRY_COLUMNS, r, strict=True)) for r in rows]
 
     def reservation(self, reservation_id: str) -> dict[str, Any] | None:
@@ -455,18 +828,25 @@ class _Tx:
                       "AND reservation_id = ?", (reservation_id,))
         return dict(zip(_ENTRY_COLUMNS, rows[0], strict=True)) if rows else None
 
-    def append(self, *, kind: str, fingerprint: str, dataset_id: str, release_id: str,
-               reservation_id: str, epsilon_micro: int, delta: float,
-               details: dict[str, Any]) -> int:
+    def sketches(self) -> list[tuple[str, str]]:
+        return [(p, s) for p, s in
+                self.q("SELECT population, sketch FROM ledger_sketches ORDER BY population")]
+
+    def sketch_digests(self) -> dict[str, tuple[str, str]]:
+        """population -> (stored digest, SHA-256 of the stored sketch text)."""
+        rows = self.q("SELECT population, digest, sketch FROM ledger_sketches")
+        return {p: (d, hashlib.sha256(str(s).encode()).hexdigest()) for p, d, s in rows}
+
+    def append(self, *, kind: str, population: str, release_id: str, reservation_id: str,
+               epsilon_micro: int, delta: float, details: dict[str, Any]) -> int:
         count = int(self.meta_get("head_count") or 0)
         prev = self.meta_get("head_hash") or GENESIS
         row = {
             "seq": count + 1,
             "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
-            "kind": kind, "fingerprint": fingerprint, "dataset_id": dataset_id,
-            "release_id": release_id, "reservation_id": reservation_id,
-            "epsilon_micro": int(epsilon_micro), "delta": repr(float(delta)),
-            "details": _canonical(details), "prev_hash": prev,
+            "kind": kind, "population": population, "release_id": release_id,
+            "reservation_id": reservation_id, "epsilon_micro": int(epsilon_micro),
+            "delta": repr(float(delta)), "details": _canonical(details), "prev_hash": prev,
         }
         row["hash"] = entry_hash(row)
         cols = ", ".join(_ENTRY_COLUMNS)
@@ -479,6 +859,8 @@ class _Tx:
 
 
 class _Backend:
+    location = "<ledger>"
+
     def sql(self, text: str) -> str:
         return text
 
@@ -501,6 +883,18 @@ class _Backend:
             raise LedgerError(f"the ledger has no '{key}'; was it created by privsynth?")
         return value
 
+    def _check_version(self, tx: _Tx) -> None:
+        """Before any table of this version is created: refuse a ledger of another version."""
+        version = tx.meta_get("schema_version")
+        if version is None or version == SCHEMA_VERSION:
+            return
+        if version == "1":
+            raise LedgerError(f"{self.location}: cannot use this ledger: {_V1_HELP}")
+        raise LedgerError(
+            f"{self.location}: the ledger has schema version {version}; this privsynth reads "
+            f"version {SCHEMA_VERSION}"
+        )
+
     @staticmethod
     def _seed_meta(tx: _Tx) -> None:
         for key, value in (("schema_version", SCHEMA_VERSION),
@@ -508,17 +902,12 @@ class _Backend:
                            ("head_count", "0"), ("head_hash", GENESIS)):
             tx.q("INSERT INTO ledger_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
                  (key, value))
-        version = tx.meta_get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise LedgerError(
-                f"the ledger has schema version {version}; this privsynth reads version "
-                f"{SCHEMA_VERSION}"
-            )
 
 
 class _SqliteBackend(_Backend):
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.location = str(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(path), timeout=120.0, isolation_level=None)
@@ -547,6 +936,8 @@ class _SqliteBackend(_Backend):
     def init_schema(self) -> None:
         try:
             with self.write() as tx:
+                tx.q(_META_TABLE)
+                self._check_version(tx)
                 for stmt in _SQLITE_SCHEMA:
                     tx.q(stmt)
                 self._seed_meta(tx)
@@ -590,6 +981,7 @@ class _PostgresBackend(_Backend):
                 "a postgresql:// ledger needs psycopg 3: pip install 'privsynth[postgres]'"
             ) from None
         self._psycopg = psycopg
+        self.location = "the PostgreSQL ledger"
         try:
             self.conn = psycopg.connect(url, autocommit=True)
         except psycopg.Error as exc:
@@ -601,6 +993,8 @@ class _PostgresBackend(_Backend):
 
     def init_schema(self) -> None:
         with self.write() as tx:
+            tx._cur.execute(_META_TABLE)
+            self._check_version(tx)
             for stmt in _PG_SCHEMA:
                 tx._cur.execute(stmt)
             for name, when in _PG_TRIGGERS.items():
