@@ -224,17 +224,86 @@ def policy_schema(
 
 
 _LEDGER_HELP = "Ledger file or postgresql:// URL (default: $PRIVSYNTH_LEDGER, the policy's, ~)."
+_POLICY_HELP = "Take the ledger location from this policy."
+
+
+@budget_app.command("register")
+def budget_register(
+    population: Annotated[str, typer.Argument(help="Population id (policies name it dataset.id).")],
+    total_epsilon: Annotated[float, typer.Option(help="Total ε of every release, ever.")],
+    data: Annotated[Path, typer.Option(help="The population's table (CSV or Parquet).")],
+    officer: Annotated[str, typer.Option(help="The privacy officer registering it.")],
+    total_delta: Annotated[float, typer.Option(help="Total δ of every release, ever.")] = 1e-5,
+    note: Annotated[str, typer.Option(help="Recorded with the registration.")] = "",
+    composition: Annotated[str, typer.Option(
+        help="sum (plain sum of reservations) or accountant (compose DP-SGD runs).")] = "sum",
+    allow_overlap_with: Annotated[list[str] | None, typer.Option(
+        help="A registered population this table may overlap (the officer's recorded call).",
+    )] = None,
+    ledger: Annotated[str | None, typer.Option(help=_LEDGER_HELP)] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", "-p", help=_POLICY_HELP)] = None,
+) -> None:
+    """Register a population once, with its total budget (privacy officer). Stores a keyed
+    sketch of its rows (no value); prints no value and no row count."""
+    from privsynth.privacy.budget_report import (  # noqa: PLC0415
+        register_population,
+        resolve_ledger_location,
+    )
+    from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
+
+    if composition not in ("sum", "accountant"):
+        raise _fail(PrivsynthError(f"--composition must be sum or accountant. Got {composition!r}"))
+    if not data.exists():
+        raise _fail(PrivsynthError(f"{data}: no such file"))
+    try:
+        with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
+            register_population(book, console, population, data=data,
+                                total_epsilon=total_epsilon, total_delta=total_delta,
+                                officer=officer, note=note, composition=composition,
+                                allow_overlap_with=allow_overlap_with or ())
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
+    except (OSError, ValueError) as exc:
+        problem = PrivsynthError(f"{data}: cannot be read as a table ({type(exc).__name__})")
+        raise _fail(problem) from None
+    raise typer.Exit(EXIT_OK)
+
+
+@budget_app.command("set-total")
+def budget_set_total(
+    population: Annotated[str, typer.Argument(help="A registered population id.")],
+    officer: Annotated[str, typer.Option(help="The privacy officer changing it.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the ledger).")],
+    total_epsilon: Annotated[float | None, typer.Option(help="New total ε.")] = None,
+    total_delta: Annotated[float | None, typer.Option(help="New total δ.")] = None,
+    ledger: Annotated[str | None, typer.Option(help=_LEDGER_HELP)] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", "-p", help=_POLICY_HELP)] = None,
+) -> None:
+    """Change a registered population's total ε and/or δ: a recorded, chained ledger entry."""
+    from privsynth.privacy.budget_report import (  # noqa: PLC0415
+        resolve_ledger_location,
+        set_population_total,
+    )
+    from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
+
+    if total_epsilon is None and total_delta is None:
+        raise _fail(PrivsynthError("give --total-epsilon, --total-delta or both"))
+    try:
+        with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
+            set_population_total(book, console, population, total_epsilon=total_epsilon,
+                                 total_delta=total_delta, officer=officer, reason=reason)
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(EXIT_OK)
 
 
 @budget_app.command("show")
 def budget_show(
     ledger: Annotated[str | None, typer.Option(help=_LEDGER_HELP)] = None,
-    policy: Annotated[Path | None, typer.Option("--policy", "-p",
-                                                help="Take the ledger location from it.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset id or fingerprint prefix.")] = None,
-    accountant: Annotated[str, typer.Option(help="prv or rdp, for the composed ε.")] = "prv",
+    policy: Annotated[Path | None, typer.Option("--policy", "-p", help=_POLICY_HELP)] = None,
+    population: Annotated[str | None, typer.Option(help="Show only this population.")] = None,
 ) -> None:
-    """Print ε spent per dataset and per release (plain sum and composed)."""
+    """List registered populations: totals, ε spent, Σδ spent, releases and total changes."""
     from privsynth.privacy.budget_report import (  # noqa: PLC0415
         resolve_ledger_location,
         show_budget,
@@ -243,7 +312,7 @@ def budget_show(
 
     try:
         with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
-            show_budget(book, Console(), accountant=accountant, dataset=dataset)
+            show_budget(book, Console(), population=population)
     except PrivsynthError as exc:
         raise _fail(exc) from None
 
@@ -251,10 +320,10 @@ def budget_show(
 @budget_app.command("verify")
 def budget_verify(
     ledger: Annotated[str | None, typer.Option(help=_LEDGER_HELP)] = None,
-    policy: Annotated[Path | None, typer.Option("--policy", "-p",
-                                                help="Take the ledger location from it.")] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", "-p", help=_POLICY_HELP)] = None,
 ) -> None:
-    """Check the ledger's hash chain; exit 1 if an entry was edited, removed or reordered."""
+    """Check the ledger's hash chain and sketches; exit 1 if anything was edited, removed or
+    reordered."""
     from privsynth.privacy.budget_report import (  # noqa: PLC0415
         resolve_ledger_location,
         verify_ledger,
