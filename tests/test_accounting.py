@@ -197,7 +197,7 @@ POLICY = """
 name: t
 dataset: {id: t}
 privacy: {epsilon: 2.0, delta: 1.0e-6, accountant: prv}
-budget: {total_epsilon: 10}
+budget: {}
 columns:
   a: {kind: integer, bounds: dp}
   b: {kind: categorical, domain: dp}

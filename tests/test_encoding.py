@@ -20,7 +20,7 @@ POLICY = """
 name: t
 dataset: {id: t}
 privacy: {epsilon: 2.0, delta: 1.0e-9, encoding_share: 0.5}
-budget: {total_epsilon: 5}
+budget: {}
 columns:
   age:    {kind: integer, bounds: [17, 90]}
   gain:   {kind: integer, bounds: [0, 99999], binning: quantile, bins: 10}

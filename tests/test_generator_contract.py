@@ -24,7 +24,7 @@ POLICY = """
 name: contract
 dataset: {id: contract}
 privacy: {epsilon: 1.0, delta: 1.0e-6}
-budget: {total_epsilon: 5}
+budget: {}
 generator: {backend: BACKEND, epochs: 2, batch_size: 256, hidden: [16], latent_dim: 4}
 columns:
   age:   {kind: integer, bounds: [17, 90], binning: uniform, bins: 8}

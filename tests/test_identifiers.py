@@ -45,7 +45,7 @@ _KEEP_ALL = """\
 name: t
 dataset: {id: t}
 privacy: {epsilon: 1}
-budget: {total_epsilon: 2}
+budget: {}
 columns:
   contact: {kind: categorical, domain: dp}
   ident: {kind: categorical, domain: dp}

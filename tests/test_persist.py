@@ -21,7 +21,7 @@ POLICY = """
 name: canary
 dataset: {id: canary}
 privacy: {epsilon: 2.0, delta: 1.0e-6, encoding_share: 0.5}
-budget: {total_epsilon: 5}
+budget: {}
 generator: {backend: BACKEND, epochs: 1, batch_size: 256, hidden: [16]}
 columns:
   age:  {kind: integer, bounds: dp, binning: quantile, bins: 6}

@@ -23,7 +23,7 @@ privacy:
   epsilon: 1.0
   delta: 1.0e-6
 budget:
-  total_epsilon: 5.0
+  ledger: null
 columns:
   age: {kind: integer, bounds: [0, 120]}
   sex: {kind: categorical, domain: [F, M]}

@@ -56,7 +56,7 @@ POLICY = """
 name: private-reads
 dataset: {{id: health-insurance}}
 privacy: {{epsilon: 3.0, delta: 1.0e-6, accountant: prv, encoding_share: 0.2}}
-budget: {{total_epsilon: 10}}
+budget: {{}}
 generator: {{backend: {backend}, epochs: 2, batch_size: 512, hidden: [16], latent_dim: 4,
             device: cpu}}
 columns:

@@ -15,7 +15,7 @@ POLICY = """
 name: t
 dataset: {id: t}
 privacy: {epsilon: 1.0, delta: 1.0e-9}
-budget: {total_epsilon: 5}
+budget: {}
 columns:
   amount: {kind: numeric, bounds: [0, 100]}
   colour: {kind: categorical, domain: [red, blue]}

@@ -117,12 +117,41 @@ def _to_datetime(value: Scalar) -> dt.datetime:
     return dt.datetime.fromisoformat(str(value))
 
 
-class BudgetPolicy(_Frozen):
-    """The total epsilon one source dataset may ever spend, across all releases."""
+_MOVED_TO_REGISTRATION = {
+    "total_epsilon": "a population's total ε (and δ) is set once by a privacy officer with "
+                     "`privsynth budget register ID --total-epsilon E --total-delta D "
+                     "--data FILE --officer NAME` and changed only by a recorded "
+                     "`privsynth budget set-total ID --total-epsilon E --officer NAME "
+                     "--reason TEXT`",
+    "total_delta": "a population's total δ is set with `privsynth budget register ID "
+                   "--total-delta D ...` and changed with `privsynth budget set-total ID "
+                   "--total-delta D ...`",
+    "composition": "the composition rule is part of the population's registration: "
+                   "`privsynth budget register ID ... --composition sum|accountant`",
+}
 
-    total_epsilon: Annotated[float, Field(gt=0)]
+
+class BudgetPolicy(_Frozen):
+    """Where the privacy-budget ledger lives.
+
+    The budget itself is not part of a policy: it belongs to a population (``dataset.id``)
+    registered once in the ledger by a privacy officer (``privsynth budget register``), whose
+    total only a recorded ``privsynth budget set-total`` changes. A release policy can never
+    raise a cap.
+    """
+
     ledger: str | None = None
-    composition: Literal["sum", "accountant"] = "sum"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            moved = [k for k in _MOVED_TO_REGISTRATION if k in data]
+            if moved:
+                raise ValueError("; ".join(
+                    f"budget.{k} is no longer read from a policy: {_MOVED_TO_REGISTRATION[k]}; "
+                    "remove it from the policy" for k in moved))
+        return data
 
 
 class PrivacyPolicy(_Frozen):
@@ -280,10 +309,6 @@ class Policy(_Frozen):
         if missing:
             raise ValueError(
                 f"audit names column(s) {missing} that are not kept columns of the policy"
-            )
-        if self.privacy.epsilon > self.budget.total_epsilon:
-            raise ValueError(
-                "privacy.epsilon is larger than budget.total_epsilon: no release could ever run"
             )
         return self
 
