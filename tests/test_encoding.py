@@ -15,6 +15,7 @@ from privsynth.encoding.table_encoder import (
 )
 from privsynth.policy.loader import parse_policy
 from privsynth.privacy.events import PrivacySpend
+from privsynth.privacy.noise import SeededNoise
 
 POLICY = """
 name: t
@@ -43,17 +44,19 @@ def fit(data, seed=0):
     spend = PrivacySpend()
     prepared = prepare_table(data, policy).frame
     encoder = TableEncoder.fit(prepared, policy, encoding_budget(policy), spend,
-                               np.random.default_rng(seed))
+                               SeededNoise(np.random.default_rng(seed)))
     return policy, prepared, encoder, spend
 
 
 def test_charges_follow_the_policy_and_sum_to_the_encoding_share(data):
     policy, _, _, spend = fit(data)
-    # age: quantile bins (1); gain: quantile bins (1); hours: dp bounds (1); job: dp domain (1)
-    assert count_encoding_mechanisms(policy) == (4, 1)
+    # age: quantile bins (1); gain: quantile bins (1); hours: dp bounds (1); job: dp domain (1);
+    # plus the DP row count N̂ that the pipeline releases from the same share
+    assert count_encoding_mechanisms(policy) == (5, 1)
     assert len(spend.charges) == 4
-    assert spend.epsilon == pytest.approx(policy.privacy.epsilon * policy.privacy.encoding_share)
-    assert spend.delta == pytest.approx(policy.privacy.delta * policy.privacy.encoding_share)
+    share = policy.privacy.epsilon * policy.privacy.encoding_share
+    assert spend.epsilon == pytest.approx(share * 4 / 5)
+    assert spend.delta <= policy.privacy.delta * policy.privacy.encoding_share
     assert {c.column for c in spend.charges} == {"age", "gain", "hours", "job"}
 
 
@@ -96,7 +99,7 @@ def test_values_outside_public_bounds_are_clipped_not_errors():
                             "job": ["a", "b", "a"], "sex": ["Male", "Female", "Male"]})
     prepared = prepare_table(extreme, policy).frame
     encoder = TableEncoder.fit(prepared, policy, encoding_budget(policy), PrivacySpend(),
-                               np.random.default_rng(0))
+                               SeededNoise(np.random.default_rng(0)))
     codes = encoder.transform(prepared)
     ages = encoder.encoders[0]
     assert codes[0, 0] == 0 and codes[1, 0] == ages.width - 2

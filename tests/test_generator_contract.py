@@ -19,6 +19,7 @@ from privsynth.generators.dp_sgd import DPSGDConfig
 from privsynth.policy.loader import parse_policy
 from privsynth.privacy.events import Charge, PrivacySpend
 from privsynth.privacy.ledger import Ledger
+from privsynth.privacy.noise import SeededNoise
 
 POLICY = """
 name: contract
@@ -52,7 +53,7 @@ def encode(table: pd.DataFrame, backend: str):
     policy = parse_policy(POLICY.replace("BACKEND", backend))
     frame = prepare_table(table, policy).frame
     encoder = TableEncoder.fit(frame, policy, encoding_budget(policy), PrivacySpend(),
-                               np.random.default_rng(0))
+                               SeededNoise(np.random.default_rng(0)))
     return policy, encoder, encoder.transform(frame)
 
 
@@ -60,7 +61,7 @@ def fit_and_sample(backend: str, table: pd.DataFrame, seed: int = 3, n: int = 50
     policy, encoder, codes = encode(table, backend)
     model = registry.make_generator(policy.generator)
     model.fit(codes, encoder.widths, CONFIG, generator=torch.Generator().manual_seed(seed),
-              device=torch.device("cpu"))
+              device=torch.device("cpu"), noise=SeededNoise(np.random.default_rng(seed)))
     return model, encoder, model.sample(n, generator=torch.Generator().manual_seed(seed + 1))
 
 

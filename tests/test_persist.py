@@ -16,6 +16,7 @@ from privsynth.generators.dp_sgd import DPSGDConfig
 from privsynth.generators.persist import CONFIG_FILE, WEIGHTS_FILE, load_generator, save_generator
 from privsynth.policy.loader import parse_policy
 from privsynth.privacy.events import PrivacySpend
+from privsynth.privacy.noise import SeededNoise
 
 POLICY = """
 name: canary
@@ -59,10 +60,11 @@ def fit_backend(backend: str, table: pd.DataFrame):
     policy = parse_policy(POLICY.replace("BACKEND", backend))
     frame = prepare_table(table, policy).frame
     encoder = TableEncoder.fit(frame, policy, encoding_budget(policy), PrivacySpend(),
-                               np.random.default_rng(0))
+                               SeededNoise(np.random.default_rng(0)))
     model = registry.make_generator(policy.generator)
     model.fit(encoder.transform(frame), encoder.widths, CONFIG,
-              generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+              generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
+              noise=SeededNoise(np.random.default_rng(1)))
     return model, encoder
 
 

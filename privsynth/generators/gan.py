@@ -171,7 +171,7 @@ class DPGAN(Generator):
 
     def fit(self, codes: np.ndarray, widths: list[int], config: DPSGDConfig, *,
             generator: torch.Generator, device: torch.device,
-            progress: ProgressFn | None = None) -> DPGAN:
+            progress: ProgressFn | None = None, noise: NoiseSource | None = None) -> DPGAN:
         """Train D under DP-SGD and G through D; records every charge in ``charges_``."""
         self.widths_ = list(widths)
         self.device_ = device
@@ -181,7 +181,7 @@ class DPGAN(Generator):
         sgd_config = config
         if self.conditioning == "dp":
             self.cond_probs_, cond_charges = self._noisy_frequencies(codes, widths, config,
-                                                                     generator)
+                                                                     generator, noise)
             self.charges_.extend(cond_charges)
             spent = sum(c.epsilon for c in cond_charges)
             sgd_config = dataclasses.replace(config, epsilon=config.epsilon - spent)
@@ -190,7 +190,7 @@ class DPGAN(Generator):
         self._set_condition_table(device)
 
         data = torch.as_tensor(codes, dtype=torch.long, device=device)
-        plan = DPSGDPlan.calibrate(sgd_config, len(data))
+        plan = DPSGDPlan.calibrate(sgd_config, sgd_config.plan_rows(len(data)))
         with seeded_init(generator):
             disc = Discriminator(total, self.hidden)
             gen = ConditionalGenerator(total, self.noise_dim, self.generator_hidden)
@@ -198,7 +198,7 @@ class DPGAN(Generator):
         gen = gen.to(device)
         gen_opt = torch.optim.Adam(gen.parameters(), lr=self.generator_lr, betas=(0.5, 0.9))
         self.module_ = gen
-        batch_g = max(1, round(plan.sample_rate * plan.n_rows))
+        batch_g = plan.expected_batch_size
 
         def d_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
             cond = self._conditions_from_rows(batch, generator)
@@ -216,11 +216,11 @@ class DPGAN(Generator):
             return F.softplus(-scores[:, 0]) + F.softplus(scores[:, 1])
 
         for step in range(plan.steps):
-            loss = trainer.step(data, d_loss)
+            trainer.step(data, d_loss)
             for _ in range(self.generator_steps):
                 self._generator_step(gen, gen_opt, trainer, batch_g, generator)
             if progress is not None:
-                progress(step + 1, plan.steps, loss)
+                progress(step + 1, plan.steps)
         self.module_ = gen.eval()
         self.discriminator_ = trainer.unwrapped().eval()
         self.plan_ = plan

@@ -144,7 +144,7 @@ def _encoder_to_dict(e: CategoricalEncoder | NumericEncoder) -> dict[str, Any]:
                 "categories": list(e.categories)}
     return {"type": "numeric", "schema": _schema_to_dict(e.schema),
             "edges": [float(x) for x in e.edges], "grid": [float(x) for x in e.grid],
-            "grid_mass": [float(x) for x in e.grid_mass]}
+            "grid_mass": [int(x) for x in e.grid_mass]}
 
 
 def _encoder_from_dict(d: dict[str, Any]) -> CategoricalEncoder | NumericEncoder:
@@ -152,4 +152,4 @@ def _encoder_from_dict(d: dict[str, Any]) -> CategoricalEncoder | NumericEncoder
     if d["type"] == "categorical":
         return CategoricalEncoder(schema, tuple(d["categories"]))
     return NumericEncoder(schema, np.array(d["edges"]), np.array(d["grid"]),
-                          np.array(d["grid_mass"]))
+                          np.array(d["grid_mass"], dtype=np.int64))
