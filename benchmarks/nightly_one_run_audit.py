@@ -54,6 +54,7 @@ from privsynth.generators.dp_sgd import DPSGDConfig
 from privsynth.policy.loader import parse_policy
 from privsynth.privacy import _mutants
 from privsynth.privacy.events import PrivacySpend
+from privsynth.privacy.noise import SeededNoise
 
 warnings.filterwarnings("ignore")
 
@@ -118,7 +119,8 @@ def base_codes(rows: int, rng: np.random.Generator) -> tuple[np.ndarray, list[in
     frame = pd.read_csv(TABLE).sample(rows, random_state=int(rng.integers(2**31)))
     prepared = prepare_table(frame.reset_index(drop=True), policy).frame
     spend = PrivacySpend()
-    encoder = TableEncoder.fit(prepared, policy, encoding_budget(policy), spend, rng)
+    encoder = TableEncoder.fit(prepared, policy, encoding_budget(policy), spend,
+                               SeededNoise(rng))
     assert spend.charges == (), "the audit policy must declare every fact"
     return encoder.transform(prepared), encoder.widths
 

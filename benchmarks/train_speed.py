@@ -44,6 +44,7 @@ from privsynth.generators import dp_sgd, gan, vae
 from privsynth.generators.dp_sgd import DPSGDConfig, DPSGDPlan, resolve_device
 from privsynth.policy.loader import load_policy
 from privsynth.privacy.events import PrivacySpend
+from privsynth.privacy.noise import SeededNoise
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT.parent / "shared" / "datasets" / "adult.csv.gz",
@@ -176,7 +177,7 @@ def adult_codes(rows: int, seed: int = 0) -> tuple[np.ndarray, list[int], str]:
     from privsynth.encoding.table_encoder import EncodingBudget  # noqa: PLC0415
 
     encoder = TableEncoder.fit(frame, policy, EncodingBudget(0.0, 0.0, 0), PrivacySpend(),
-                               np.random.default_rng(seed))
+                               SeededNoise(np.random.default_rng(seed)))
     codes = encoder.transform(frame)
     pick = np.random.default_rng(seed).integers(0, len(codes), rows)
     return codes[pick], encoder.widths, str(source)

@@ -36,7 +36,8 @@ from privsynth.privacy.accounting import (
     dpsgd_epsilon,
 )
 from privsynth.privacy.events import Charge, PrivacySpend
-from privsynth.release.manifest import build_manifest, recompute_epsilon
+from privsynth.privacy.mechanisms import charge_cost, threshold_for, threshold_tail
+from privsynth.release.manifest import build_manifest
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="opacus")
 warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
@@ -187,7 +188,8 @@ def test_plan_uses_the_calibrated_sigma_for_its_own_q_and_steps():
     config = DPSGDConfig(epsilon=0.9, delta=1e-6, expected_batch_size=256, epochs=5,
                          max_grad_norm=1.0, learning_rate=1e-2, accountant="prv")
     plan = DPSGDPlan.calibrate(config, 10_000)
-    assert plan.sample_rate == 256 / 10_000 and plan.steps == math.ceil(5 / plan.sample_rate)
+    assert plan.sample_rate == pytest.approx(256 / 10_000, rel=1e-8)
+    assert plan.sample_rate <= 256 / 10_000 and plan.steps == math.ceil(5 / (256 / 10_000))
     assert dpsgd_epsilon(sigma=plan.noise_multiplier, q=plan.sample_rate, steps=plan.steps,
                          delta=1e-6, accountant="prv") <= 0.9
 
@@ -204,23 +206,26 @@ columns:
 """
 
 
-class _Decision:
-    passed = True
-    reasons: tuple[str, ...] = ()
-
-
 def _manifest(spend: PrivacySpend) -> dict:
     return build_manifest(
         release_id="r", policy=parse_policy(POLICY), spend=spend, schema=TableSchema(()),
-        n_train=1000, n_holdout=1000, seed_mode="dev-seed", keyed_fingerprint="k",
-        decision=_Decision(), ledger_spent=spend.epsilon, column_actions={})
+        synthetic_rows=1000, seed_mode="os-entropy", column_actions={})
+
+
+def recompute_epsilon(manifest: dict) -> float:
+    """What `privsynth verify` does: every charge's ε from its recorded inputs, summed."""
+    return sum(charge_cost(c["mechanism"], c["params"], c["delta"])[0]
+               for c in manifest["privacy"]["charges"])
 
 
 @pytest.mark.parametrize("accountant", ["prv", "rdp"])
 def test_epsilon_recomputed_from_a_manifest_equals_the_reported_epsilon(accountant):
     spend = PrivacySpend()
-    spend.add(Charge("encoding", "laplace_histogram", 0.1, 0.0, "a", {"cells": 72}))
-    spend.add(Charge("encoding", "threshold_domain", 0.1, 5e-8, "b", {"threshold": 150.0}))
+    laplace = {"noise": "discrete_laplace", "scale": 10.0, "sensitivity": 1.0}
+    tau = threshold_for(10.0, 5e-8)
+    spend.add(Charge("encoding", "laplace_histogram", 0.1, 0.0, "a", {**laplace, "cells": 72}))
+    spend.add(Charge("encoding", "threshold_domain", 0.1, threshold_tail(10.0, tau), "b",
+                     {**laplace, "threshold": tau}))
     sigma = calibrate_sigma(epsilon=1.8, delta=9e-7, q=0.05, steps=400, accountant=accountant)
     spend.add(dpsgd_charge(sigma=sigma, q=0.05, steps=400, delta=9e-7, accountant=accountant,
                            max_grad_norm=1.0))
