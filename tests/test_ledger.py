@@ -501,7 +501,7 @@ def test_other_people_are_not_flagged_and_an_accepted_overlap_is_recorded(tmp_pa
 
 def test_the_ledger_stores_no_raw_value(tmp_path):
     table = pd.DataFrame({
-        "patient_fullname": ["Zyphora Quenby", "Aldric Vantwell", "Mirelle Ostrava", "Tobiah Krell"],
+        "pt_full_name": ["Zyphora Quenby", "Aldric Vantwell", "Mirelle Ostrava", "Tobiah Krell"],
         "ward_code": ["ward-Kestrel-71", "ward-Heron-522", "ward-Kestrel-71", "ward-Osprey-9"],
         "bank_acct_no": ["193847265", "558201934", "773910482", "610293847"],
         "admission_day": ["1987-06-05", "1991-11-23", "1979-02-14", "2003-08-30"],
