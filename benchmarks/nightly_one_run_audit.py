@@ -67,7 +67,7 @@ POLICY = """
 name: one-run-audit
 dataset: {id: health-insurance}
 privacy: {epsilon: 2.0, delta: 1.0e-6}
-budget: {total_epsilon: 10}
+budget: {}
 columns:
   health:    {kind: categorical, domain: ["yes", "no"]}
   age:       {kind: integer, bounds: [18, 62], binning: uniform, bins: 12}

@@ -58,16 +58,10 @@ def release(
 
     try:
         loaded = load_policy(policy)
-        with _training_progress() as progress:
-            task = progress.add_task("DP training", total=None)
-
-            def report(step: int, total: int, loss: float) -> None:
-                # The batch loss is computed on real rows without noise: it is not DP, so it
-                # is never shown or logged; only the step count is.
-                progress.update(task, completed=step, total=total)
-
+        _check_out_is_new(out)  # before the reservation: knowable without reading any cell
+        with _LazyProgress() as progress:
             result = synthesize(data, loaded, policy_path=policy, ledger=ledger, device=device,
-                                progress=report)
+                                progress=progress.update)
         bundle = result.write(out, audits_dir=audits)
     except PrivsynthError as exc:
         raise _fail(exc) from None
@@ -75,26 +69,62 @@ def release(
     raise typer.Exit(EXIT_OK if result.passed else EXIT_BLOCKED)
 
 
-def _training_progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total} steps"), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=False)
+def _check_out_is_new(out: Path) -> None:
+    if out.exists():
+        raise PrivsynthError(f"{out}: already exists; releases are never overwritten, "
+                             "choose a new --out")
+
+
+class _LazyProgress:
+    """A training progress bar that appears at the first DP-SGD step, so an early error is not
+    preceded by an empty bar. It shows steps only: the batch loss is computed on real rows
+    without noise (not DP), so it is never shown or logged."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> _LazyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, step: int, total: int) -> None:
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(),
+                TextColumn("{task.completed}/{task.total} steps"), TimeElapsedColumn(),
+                TimeRemainingColumn(), console=console, transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task("DP training", total=total)
+        self._progress.update(self._task, completed=step, total=total)
 
 
 def _summary(result, bundle: Path) -> None:
     privacy = result.manifest["privacy"]
-    verdict = "[bold green]RELEASED[/]" if result.passed else "[bold red]BLOCKED[/]"
+    if result.development_run:
+        verdict = "[bold yellow]DEVELOPMENT RUN[/] (seeded: no DP claim, nothing public written)"
+    else:
+        verdict = "[bold green]RELEASED[/]" if result.passed else "[bold red]BLOCKED[/]"
     console.print(f"\n{verdict}  release {result.release_id}")
     console.print(f"  ε = {privacy['epsilon']:.4f} (allotted {privacy['epsilon_allotted']}), "
-                  f"δ = {privacy['delta']:.2e}; dataset has now spent "
-                  f"ε = {privacy['dataset_epsilon_spent_after']:.4f}")
+                  f"δ = {privacy['delta']:.2e}, {privacy['neighbouring_relation']}")
+    for facts in result.run_record.get("reservations", []):
+        console.print(f"  population {facts['population']} has now spent "
+                      f"ε = {facts['population_epsilon_spent_after']:.4f} of "
+                      f"{facts['population_total_epsilon']}")
     for check in result.decision.checks:
         mark = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
         console.print(f"  {mark}  {check.name}: {_check_text(check)}")
     for reason in result.decision.reasons:
         console.print(f"  [red]reason:[/] {reason}")
-    where = "public/synthetic.csv" if result.passed else "internal/report.html (no data written)"
+    where = ("public/synthetic.csv" if result.passed
+             else "internal/report.html (internal only; nothing to share)")
     console.print(f"  bundle: {bundle}  →  {where}")
+    console.print("  note: the figures and reasons above come from raw data and are not covered "
+                  "by ε; they stay with the data controller")
 
 
 def _check_text(check) -> str:
@@ -135,14 +165,21 @@ def audit(
     synthetic: Annotated[Path, typer.Option(help="The synthetic table to audit.")],
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")],
     out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
-    dp_claim: Annotated[bool, typer.Option(help="The generator was trained with DP.")] = False,
+    bundle: Annotated[Path | None, typer.Option(
+        help="The privsynth release bundle that produced --synthetic: its DP claim counts only "
+             "if the bundle verifies and lists the audited file's SHA-256.")] = None,
 ) -> None:
     """Audit any generator's output with the same attacks, gate and report. No ε is spent."""
-    from privsynth.audit.external import audit_tables, write_external_report  # noqa: PLC0415
+    from privsynth.audit.external import (  # noqa: PLC0415
+        audit_tables,
+        dp_claim_from_bundle,
+        write_external_report,
+    )
     from privsynth.policy.loader import load_policy  # noqa: PLC0415
 
     try:
         loaded = load_policy(policy)
+        dp_claim = dp_claim_from_bundle(bundle, synthetic) if bundle is not None else False
         result = audit_tables(real, holdout, synthetic, loaded, dp_claim=dp_claim,
                               label=synthetic.stem)
         target = out or Path("audits") / loaded.dataset.id / f"external-{synthetic.stem}"
@@ -176,7 +213,7 @@ def policy_check(policies: Annotated[list[Path], typer.Argument(help="Policy fil
             console.print(f"[red]{exc}[/]")
             continue
         console.print(f"[green]ok[/] {path}: policy '{loaded.name}', ε={loaded.privacy.epsilon}, "
-                      f"δ={loaded.privacy.delta:g}, budget ε={loaded.budget.total_epsilon}")
+                      f"δ={loaded.privacy.delta:g}, charged to population '{loaded.dataset.id}'")
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
 

@@ -30,7 +30,7 @@ class PrivacyError(PrivsynthError):
 
 
 class BudgetExceededError(PrivsynthError):
-    """The ledger refuses a charge: the dataset's remaining budget is too small."""
+    """The ledger refuses a charge: the population's remaining budget is too small."""
 
     def __init__(self, dataset: str, requested: float, remaining: float) -> None:
         self.dataset = dataset
@@ -39,8 +39,8 @@ class BudgetExceededError(PrivsynthError):
         super().__init__(
             f"budget for dataset '{dataset}' exceeded: Requested ε={requested:.6g}, "
             f"Remaining ε={remaining:.6g}, Difference ε={requested - remaining:.6g}. "
-            "Lower privacy.epsilon in the policy, or raise budget.total_epsilon if the "
-            "privacy officer approves."
+            "Lower privacy.epsilon in the policy, or have the privacy officer raise the "
+            "population's total with `privsynth budget set-total` (a recorded action)."
         )
 
 

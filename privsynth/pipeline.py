@@ -1,7 +1,12 @@
 """The release pipeline: orders the stages, nothing else.
 
-read → identifier check → column rules → fingerprint → split → δ check → ledger reservation
-(before any DP read) → DP encoding → DP training → sample → decode → audit → gate → Release.
+public checks (policy, device, header names, ledger, registered population) → ledger
+reservation → read cells → identifier scan → per-cell preparation → near-copy check (charges
+overlapping populations too) → split → DP row count N̂ → DP encoding → DP-SGD → sample N̂ rows →
+decode → audit → gate → Release.
+
+Nothing before the reservation depends on a cell value, so a run that fails after it has paid
+for what it read; and no message after it carries a count or a value.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import pandas as pd
 import torch
 
 from privsynth.audit.runner import AuditResult, run_audit
-from privsynth.data.fingerprint import fingerprint, keyed_fingerprint
 from privsynth.data.split import train_holdout_split
 from privsynth.data.table import prepare_table, read_table, to_model_space
-from privsynth.encoding.table_encoder import TableEncoder, encoding_budget
+from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder, encoding_budget
+from privsynth.errors import DataError, LedgerError
 from privsynth.gate import GateDecision, decide
 from privsynth.generators.dp_sgd import DPSGDConfig, resolve_device
 from privsynth.generators.registry import make_generator
@@ -29,12 +34,13 @@ from privsynth.policy.identifiers import check_identifiers, kind_by_name, pseudo
 from privsynth.policy.model import Policy
 from privsynth.privacy.accounting import check_delta
 from privsynth.privacy.events import PrivacySpend
-from privsynth.privacy.ledger import Ledger, default_ledger_location
+from privsynth.privacy.ledger import Ledger, Reservation, default_ledger_location
+from privsynth.privacy.mechanisms import noisy_count
 from privsynth.privacy.rng import RandomSource
-from privsynth.release.manifest import build_manifest
+from privsynth.release.manifest import build_manifest, build_run_record
 
 log = logging.getLogger("privsynth")
-ProgressFn = Callable[[int, int, float], None]
+ProgressFn = Callable[[int, int], None]  # (step, total steps); never a loss (not DP)
 
 
 @dataclass
@@ -42,7 +48,8 @@ class Release:
     """The outcome of one run: synthetic table, audit, gate decision, manifest and report.
 
     ``synthetic`` stays in memory for the data controller; :meth:`write` puts it in the shareable
-    bundle only when ``decision.passed``.
+    bundle only when ``decision.passed`` (never for a seeded development run).
+    ``manifest`` is the public manifest; ``run_record`` the internal one (exact counts, reasons).
     """
 
     release_id: str
@@ -53,11 +60,17 @@ class Release:
     manifest: dict[str, Any]
     report: dict[str, Any]
     charges: list[dict[str, Any]] = field(default_factory=list)
+    run_record: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         """True when the gate let the release through."""
         return self.decision.passed
+
+    @property
+    def development_run(self) -> bool:
+        """True for a seeded run: reproducible, no DP claim, never released."""
+        return self.decision.development_run
 
     def write(self, out: str | Path, *, audits_dir: str | Path | None = "audits") -> Path:
         """Write the bundle atomically (see :mod:`privsynth.release.bundle`)."""
@@ -84,59 +97,168 @@ def synthesize(
 ) -> Release:
     """Run the whole pipeline on ``data`` under ``policy`` and return the :class:`Release`.
 
-    The release's epsilon is reserved in the ledger before any private value is read by a DP
-    mechanism; it is never refunded, even when training fails or the gate blocks.
+    Every check that needs no cell value runs first. Then the release's ε and δ are reserved
+    in the ledger, before any cell is read; they are never refunded, even when a later step
+    fails or the gate blocks.
     """
     release_id = release_id or new_release_id(policy.dataset.id)
     rng = RandomSource(policy.seed)
-    raw = read_table(data)
-    check_identifiers(raw, policy)
-    prepared = prepare_table(raw, policy)
-    train, holdout = train_holdout_split(prepared.frame, policy.audit.holdout_fraction,
-                                         rng.numpy("split"))
-    check_delta(policy.privacy.delta, len(train))
+    target = _device(policy, device)
+    check_header(data, policy)
     book = _open_ledger(ledger, policy, policy_path)
-    fp = fingerprint(raw)
-    reservation = book.reserve(
-        fingerprint=fp, dataset_id=policy.dataset.id, release_id=release_id,
-        epsilon=policy.privacy.epsilon, delta=policy.privacy.delta,
-        total_epsilon=policy.budget.total_epsilon, composition=policy.budget.composition)
+    try:
+        return _run(data, policy, book, release_id, rng, target, progress)
+    finally:
+        if not isinstance(ledger, Ledger):
+            book.close()
+
+
+def _run(data, policy: Policy, book: Ledger, release_id: str, rng: RandomSource,
+         target: torch.device, progress: ProgressFn | None) -> Release:
+    reservations = [_reserve(book, policy.dataset.id, policy, release_id)]
     log.info("reserved ε=%.4g for release %s", policy.privacy.epsilon, release_id)
     spend = PrivacySpend()
     try:
-        encoder, generator = _fit(train, policy, spend, rng, device, progress)
+        raw = read_table(data, policy)
+        check_identifiers(raw, policy)
+        prepared = prepare_table(raw, policy)
+        reservations += _charge_overlaps(book, data, policy, release_id)
+        train, holdout = train_holdout_split(prepared.frame, policy.audit.holdout_fraction,
+                                             rng.numpy("split"))
+        budget = encoding_budget(policy)
+        n_public = dp_row_count(len(train), budget, spend, rng)
+        check_delta(policy.privacy.delta, n_public)
+        encoder, generator = _fit(train, n_public, policy, budget, spend, rng, target, progress)
     finally:
-        book.record_charges(reservation, spend.charges)
-    codes = generator.sample(len(train), generator=rng.torch("sample", _device(policy, device)))
+        for reservation in reservations:
+            book.record_charges(reservation, spend.charges)
+    codes = generator.sample(n_public, generator=rng.torch("sample", target))
     synthetic = encoder.inverse_transform(codes, rng.numpy("decode"))
     schema = encoder.schema
     audit = run_audit(train, holdout, to_model_space(synthetic, schema), schema, policy.audit,
                       seed=rng.seed_int("audit"))
-    decision = decide(audit, policy.audit.thresholds, dp_claim=dp_claim(spend, policy),
+    decision = decide(audit, policy.audit.thresholds, dp_claim=dp_claim(spend, policy, rng.mode),
                       require_dp_claim=policy.audit.require_dp_claim,
-                      attacks_requested=policy.audit.attacks)
+                      attacks_requested=policy.audit.attacks,
+                      development_run=rng.mode == "dev-seed")
     output = _output_table(synthetic, prepared.pseudonymized, policy, rng)
     manifest = build_manifest(
         release_id=release_id, policy=policy, spend=spend, schema=schema,
-        n_train=len(train), n_holdout=len(holdout), seed_mode=rng.mode,
-        keyed_fingerprint=keyed_fingerprint(fp, book.installation_key()), decision=decision,
-        ledger_spent=book.spent(fp), column_actions=prepared.actions)
-    report = _report(manifest, prepared.actions, audit, decision, schema)
-    book.close()
+        synthetic_rows=len(output), seed_mode=rng.mode, column_actions=prepared.actions)
+    run_record = build_run_record(
+        release_id=release_id, n_train=len(train), n_holdout=len(holdout), decision=decision,
+        reservations=[_reservation_facts(book, r) for r in reservations], seed_mode=rng.mode,
+        ledger_location=redacted_location(book.location))
+    report = _report(manifest, run_record, prepared.actions, audit, decision, schema)
     return Release(release_id, policy, output, audit, decision, manifest, report,
-                   [c.to_dict() for c in spend.charges])
+                   [c.to_dict() for c in spend.charges], run_record)
 
 
-def dp_claim(spend: PrivacySpend, policy: Policy) -> bool:
-    """True only when the ledger of this run shows a DP-trained generator within the policy's ε:
-    a DP-SGD charge with positive noise, every charge finite, the total within the allotment.
-    A backend that trained without noise (or recorded nothing) gets no claim, and the gate
-    blocks it unless the policy waives the claim.
+def check_header(data: str | Path | pd.DataFrame, policy: Policy) -> None:
+    """Public checks on the table before anything is reserved: the file exists, and its header
+    names (public: the policy names them) match the policy's columns. No cell is read."""
+    if isinstance(data, pd.DataFrame):
+        names = [str(c) for c in data.columns]
+    else:
+        path = Path(data)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file; check the path")
+        try:
+            if "".join(path.suffixes).lower().endswith((".parquet", ".pq")):
+                import pyarrow.parquet as pq  # noqa: PLC0415
+
+                names = list(pq.read_schema(path).names)
+            else:
+                names = [str(c) for c in pd.read_csv(path, nrows=0, skipinitialspace=True)
+                         .columns]
+        except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            raise DataError(f"{path.name}: cannot read a header row; check the file format"
+                            ) from None
+    names = [n.strip() for n in names]
+    missing = [c for c in policy.columns if c not in names]
+    unruled = [c for c in names if c not in policy.columns]
+    problems = []
+    if missing:
+        problems.append(f"the policy names column(s) {missing} that the table does not have; "
+                        "remove them from 'columns:' or check the spelling")
+    if unruled:
+        problems.append(f"column(s) {unruled} have no rule in the policy (deny by default); add "
+                        f"e.g. '{unruled[0]}: {{rule: drop}}' or declare their kind")
+    if problems:
+        raise DataError("; ".join(problems))
+
+
+def dp_row_count(n_rows: int, budget: EncodingBudget, spend: PrivacySpend,
+                 rng: RandomSource) -> int:
+    """N̂: the training row count released by a charged discrete-Laplace count (at least 2).
+
+    Under add/remove adjacency the exact count is private; q, the step count, the δ check and
+    the synthetic row count are all computed from N̂ (post-processing).
+    """
+    noisy, charge = noisy_count(n_rows, budget.epsilon_each, rng.noise("row-count"))
+    spend.add(charge)
+    return max(2, int(noisy))
+
+
+def dp_claim(spend: PrivacySpend, policy: Policy, seed_mode: str = "os-entropy") -> bool:
+    """True only when this run's charges show a DP release within the policy's ε and δ: OS
+    entropy (not a seeded dev run), a DP-SGD charge with positive noise planned from the DP row
+    count, a ``noisy_count`` charge, every charge finite. Otherwise the gate blocks the release
+    (unless the policy waives the claim; a dev run is blocked regardless).
     """
     charges = spend.charges
-    trained = any(c.mechanism == "dp_sgd" and c.params.get("sigma", 0) > 0 for c in charges)
-    finite = all(0 <= c.epsilon < float("inf") for c in charges)
-    return trained and finite and spend.epsilon <= policy.privacy.epsilon + 1e-9
+    trained = any(c.mechanism == "dp_sgd" and c.params.get("sigma", 0) > 0
+                  and c.params.get("row_count") == "dp" for c in charges)
+    counted = any(c.mechanism == "noisy_count" for c in charges)
+    finite = all(0 <= c.epsilon < float("inf") and 0 <= c.delta < 1 for c in charges)
+    within = (spend.epsilon <= policy.privacy.epsilon + 1e-9
+              and spend.delta <= policy.privacy.delta * (1 + 1e-9))
+    return seed_mode == "os-entropy" and trained and counted and finite and within
+
+
+def _reserve(book: Ledger, population: str, policy: Policy, release_id: str) -> Reservation:
+    return book.reserve(population=population, release_id=release_id,
+                        epsilon=policy.privacy.epsilon, delta=policy.privacy.delta)
+
+
+def _charge_overlaps(book: Ledger, data: str | Path | pd.DataFrame, policy: Policy,
+                     release_id: str) -> list[Reservation]:
+    """Match the table against the registered populations' keyed sketches (read as at
+    registration: every cell as text). The table must match its own population; it is also
+    charged to every *other* population it is a near-copy of (BudgetExceededError when one
+    cannot cover it: the release is refused). Runs after the reservation, so a refusal is paid.
+    """
+    matches = dict(book.overlaps(data))
+    if policy.dataset.id not in matches:
+        raise LedgerError(
+            f"the table does not match the registered population '{policy.dataset.id}' (its "
+            "keyed sketch); a privacy officer registers a new table as its own population with "
+            "`privsynth budget register`, or set dataset.id to the population it belongs to")
+    extra = []
+    for population in matches:
+        if population != policy.dataset.id:
+            log.warning("the table is a near-copy of registered population %s; charging it too",
+                        population)
+            extra.append(_reserve(book, population, policy, release_id))
+    return extra
+
+
+def redacted_location(location: str) -> str:
+    """A ledger location fit to print or store: a PostgreSQL URL loses its password."""
+    from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415
+
+    parts = urlsplit(str(location))
+    if parts.scheme.startswith("postgres") and parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return str(location)
+
+
+def _reservation_facts(book: Ledger, reservation: Reservation) -> dict[str, Any]:
+    return {"population": reservation.population, "reservation_id": reservation.reservation_id,
+            "epsilon": reservation.epsilon, "delta": reservation.delta,
+            "population_epsilon_spent_after": reservation.spent_after,
+            "population_total_epsilon": reservation.total_epsilon}
 
 
 def _open_ledger(ledger, policy: Policy, policy_path) -> Ledger:
@@ -149,22 +271,22 @@ def _device(policy: Policy, override: str | None) -> torch.device:
     return resolve_device(override or policy.generator.device)
 
 
-def _fit(train: pd.DataFrame, policy: Policy, spend: PrivacySpend, rng: RandomSource,
-         device: str | None, progress: ProgressFn | None):
+def _fit(train: pd.DataFrame, n_public: int, policy: Policy, budget: EncodingBudget,
+         spend: PrivacySpend, rng: RandomSource, target: torch.device,
+         progress: ProgressFn | None):
     """DP encoding, then DP training on what is left of epsilon and delta."""
-    budget = encoding_budget(policy)
-    encoder = TableEncoder.fit(train, policy, budget, spend, rng.numpy("encoding"))
-    target = _device(policy, device)
+    encoder = TableEncoder.fit(train, policy, budget, spend, rng.noise("encoding"))
     g = policy.generator
     config = DPSGDConfig(
         epsilon=policy.privacy.epsilon - spend.epsilon,
         delta=policy.privacy.delta - spend.delta,
         expected_batch_size=g.batch_size, epochs=g.epochs, max_grad_norm=g.max_grad_norm,
         learning_rate=g.learning_rate, accountant=policy.privacy.accountant,
-        max_physical_batch=g.max_physical_batch)
+        max_physical_batch=g.max_physical_batch, public_rows=n_public)
     generator = make_generator(g)
     generator.fit(encoder.transform(train), encoder.widths, config,
-                  generator=rng.torch("training", target), device=target, progress=progress)
+                  generator=rng.torch("training", target), device=target, progress=progress,
+                  noise=rng.noise("training"))
     for charge in generator.charges_:
         spend.add(charge)
     return encoder, generator
@@ -184,22 +306,22 @@ def _output_table(synthetic: pd.DataFrame, pseudonymized: list[str], policy: Pol
     return out[order]
 
 
-def _scope(manifest: dict) -> dict:
-    """Flat scope lines for the report: what was released, from which population, when."""
-    dataset, policy = manifest["dataset"], manifest["policy"]
-    return {"release_id": manifest["release_id"], "dataset_id": dataset["id"],
-            "dataset_fingerprint (keyed)": dataset["keyed_fingerprint"],
-            "training_rows": dataset["training_rows"], "holdout_rows": dataset["holdout_rows"],
-            "policy": policy["name"], "policy_digest": policy["digest"],
-            "created_at": manifest["created_at"]}
+def _scope(manifest: dict, run_record: dict) -> dict:
+    """Flat scope lines for the (internal) report: what was released, from which population."""
+    return {"release_id": manifest["release_id"], "population": manifest["population"]["id"],
+            "training_rows (exact, internal)": run_record["training_rows"],
+            "holdout_rows (exact, internal)": run_record["holdout_rows"],
+            "synthetic_rows (= DP row count N̂)": manifest["synthetic_rows"],
+            "policy": manifest["policy"]["name"], "policy_digest": manifest["policy"]["digest"],
+            "seed_mode": run_record["seed_mode"], "created_at": manifest["created_at"]}
 
 
-def _report(manifest: dict, actions: dict, audit: AuditResult, decision: GateDecision,
-            schema) -> dict:
+def _report(manifest: dict, run_record: dict, actions: dict, audit: AuditResult,
+            decision: GateDecision, schema) -> dict:
     from privsynth.release.report import build_report  # noqa: PLC0415
 
     return build_report(
-        scope=_scope(manifest),
+        scope=_scope(manifest, run_record),
         columns={"actions": actions, "schema": schema.to_dict()},
         mechanism=manifest["privacy"], audit=audit, decision=decision,
         versions=manifest["versions"])

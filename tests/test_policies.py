@@ -85,8 +85,8 @@ BROKEN = [
      8, "privacy.epsilonn", "remove this key or check its spelling"),
     ("bad kind", _edit("{kind: integer, bounds", "{kind: number, bounds"),
      11, "columns.age.kind", "use one of"),
-    ("epsilon above total", _edit("total_epsilon: 5.0", "total_epsilon: 0.5"),
-     6, "privacy.epsilon is larger than budget.total_epsilon", None),
+    ("total in a policy", _edit("  ledger: null\n", "  total_epsilon: 0.5\n"),
+     9, "budget.total_epsilon is no longer read from a policy", None),
     ("missing bounds", _edit("{kind: integer, bounds: [0, 120]}", "{kind: integer}"),
      11, "columns.age", "needs 'bounds: [low, high]' or 'bounds: dp'"),
     ("missing domain", _edit("{kind: categorical, domain: [F, M]}", "{kind: categorical}"),
@@ -148,4 +148,4 @@ def test_the_shipped_json_schema_is_current():
     )
     schema = json.loads(schema_text())
     assert schema["additionalProperties"] is False
-    assert {"name", "dataset", "privacy", "budget", "columns"} <= set(schema["required"])
+    assert {"name", "dataset", "privacy", "columns"} <= set(schema["required"])

@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from ledger_helpers import registered_ledger
 
+import privsynth.pipeline as pipeline
 import privsynth.privacy.mechanisms as mechanisms_module
-from privsynth.data.fingerprint import fingerprint
 from privsynth.data.schema import TableSchema
 from privsynth.data.split import train_holdout_split
 from privsynth.data.table import prepare_table, read_table
@@ -43,8 +44,10 @@ from privsynth.generators.registry import make_generator
 from privsynth.policy.loader import parse_policy
 from privsynth.privacy.events import PrivacySpend
 from privsynth.privacy.ledger import Ledger
+from privsynth.privacy.mechanisms import charge_cost
+from privsynth.privacy.noise import SeededNoise
 from privsynth.privacy.rng import RandomSource
-from privsynth.release.manifest import build_manifest, recompute_epsilon
+from privsynth.release.manifest import build_manifest
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="opacus")
 
@@ -157,7 +160,7 @@ def test_the_guard_catches_a_read_outside_a_mechanism(monkeypatch):
     with private_read_guard(monkeypatch) as reads:
         with pytest.raises(PrivateReadError, match="table_encoder.py"):
             scope["bounds"](values)
-        _, charge = mechanisms_module.dp_bounds(values, 1.0, np.random.default_rng(0),
+        _, charge = mechanisms_module.dp_bounds(values, 1.0, SeededNoise(np.random.default_rng(0)),
                                                 column="x")
     assert reads.violations == ["np.min at privsynth/encoding/table_encoder.py:2 (bounds)"]
     assert "np.histogram" in reads.allowed and charge.mechanism == "laplace_histogram"
@@ -171,28 +174,29 @@ def test_encoding_and_training_read_private_data_only_through_mechanisms(
         pytest.skip("privsynth/generators/gan.py is absent: GAN backend not checked")
     policy = _policy(backend)
     rng = RandomSource(policy.seed)
-    raw = read_table(table)
+    raw = read_table(table, policy)
     prepared = prepare_table(raw, policy)
     train, holdout = train_holdout_split(prepared.frame, policy.audit.holdout_fraction,
                                          rng.numpy("split"))
-    fp = fingerprint(raw)
-    book = Ledger.open(tmp_path / "ledger.sqlite")
-    reservation = book.reserve(fingerprint=fp, dataset_id="health-insurance", release_id="r1",
-                               epsilon=policy.privacy.epsilon, delta=policy.privacy.delta,
-                               total_epsilon=policy.budget.total_epsilon)
+    location = registered_ledger(tmp_path / "ledger.sqlite", "health-insurance", table)
+    book = Ledger.open(location)
+    reservation = book.reserve(population="health-insurance", release_id="r1",
+                               epsilon=policy.privacy.epsilon, delta=policy.privacy.delta)
     spend = PrivacySpend()
     with private_read_guard(monkeypatch) as reads:
-        encoder = TableEncoder.fit(train, policy, encoding_budget(policy), spend,
-                                   rng.numpy("encoding"))
+        budget = encoding_budget(policy)
+        n_public = pipeline.dp_row_count(len(train), budget, spend, rng)
+        encoder = TableEncoder.fit(train, policy, budget, spend, rng.noise("encoding"))
         g = policy.generator
         config = DPSGDConfig(
             epsilon=policy.privacy.epsilon - spend.epsilon,
             delta=policy.privacy.delta - spend.delta, expected_batch_size=g.batch_size,
             epochs=g.epochs, max_grad_norm=g.max_grad_norm, learning_rate=g.learning_rate,
-            accountant=policy.privacy.accountant)
+            accountant=policy.privacy.accountant, public_rows=n_public)
         generator = make_generator(g)
         generator.fit(encoder.transform(train), encoder.widths, config,
-                      generator=rng.torch("training"), device=torch.device("cpu"))
+                      generator=rng.torch("training"), device=torch.device("cpu"),
+                      noise=rng.noise("training"))
         for charge in generator.charges_:
             spend.add(charge)
     assert reads.violations == []
@@ -204,28 +208,32 @@ def test_encoding_and_training_read_private_data_only_through_mechanisms(
     mechanisms = sorted(c.mechanism for c in spend.charges if c.stage == "encoding")
     assert mechanisms.count("threshold_domain") == 7
     assert mechanisms.count("laplace_histogram") == 3  # age bounds, age and family quantiles
+    assert mechanisms.count("noisy_count") == 1  # N̂
     assert any(c.mechanism == "dp_sgd" for c in spend.charges)
 
-    class _Decision:
-        passed, reasons = True, ()
-
     manifest = build_manifest(
-        release_id="r1", policy=policy, spend=spend, schema=TableSchema(()), n_train=len(train),
-        n_holdout=len(holdout), seed_mode=rng.mode, keyed_fingerprint="k", decision=_Decision(),
-        ledger_spent=book.spent(fp), column_actions=prepared.actions)
+        release_id="r1", policy=policy, spend=spend, schema=TableSchema(()),
+        synthetic_rows=n_public, seed_mode=rng.mode, column_actions=prepared.actions)
     total = sum(c.epsilon for c in spend.charges)
     assert manifest["privacy"]["epsilon"] == pytest.approx(total, abs=1e-12)
     assert recompute_epsilon(manifest) == pytest.approx(total, abs=1e-9)
     assert total <= policy.privacy.epsilon + 1e-12
-    charged = [e for e in book.entries(fp) if e["kind"] == "charge"]
+    charged = [e for e in book.entries("health-insurance") if e["kind"] == "charge"]
     assert len(charged) == len(spend.charges)
     assert sum(e["details"]["epsilon"] for e in charged) == pytest.approx(total, abs=1e-12)
-    assert not [e for e in book.entries(fp) if e["kind"] == "overrun"]
-    assert book.spent(fp) == pytest.approx(policy.privacy.epsilon, abs=1e-6)
-    # q handed to the accountant is E[B] / N with N the rows actually trained on.
+    assert not [e for e in book.entries("health-insurance") if e["kind"] == "overrun"]
+    assert book.spent("health-insurance") == pytest.approx(policy.privacy.epsilon, abs=1e-6)
+    # q handed to the accountant is E[B] / N̂ with N̂ the DP row count, never the exact N.
     sgd = next(c for c in spend.charges if c.mechanism == "dp_sgd")
-    assert sgd.params["q"] == pytest.approx(g.batch_size / len(train), rel=1e-12)
+    assert sgd.params["q"] == pytest.approx(g.batch_size / n_public, rel=1e-8)
+    assert sgd.params["row_count"] == "dp"
     book.close()
+
+
+def recompute_epsilon(manifest: dict) -> float:
+    """What `privsynth verify` does: every charge's ε from its recorded inputs, summed."""
+    return sum(charge_cost(c["mechanism"], c["params"], c["delta"])[0]
+               for c in manifest["privacy"]["charges"])
 
 
 def test_whole_pipeline_reads_private_data_only_through_mechanisms(table, monkeypatch, tmp_path):
@@ -248,12 +256,13 @@ def test_whole_pipeline_reads_private_data_only_through_mechanisms(table, monkey
         return result
 
     monkeypatch.setattr(pipeline, "_fit", guarded_fit)
-    release = pipeline.synthesize(table, policy, ledger=tmp_path / "ledger.sqlite", device="cpu")
+    location = registered_ledger(tmp_path / "ledger.sqlite", "health-insurance", table)
+    release = pipeline.synthesize(table, policy, ledger=location, device="cpu")
     assert seen == [[]]
     total = sum(c["epsilon"] for c in release.charges)
     assert release.manifest["privacy"]["epsilon"] == pytest.approx(total, abs=1e-12)
     assert recompute_epsilon(release.manifest) == pytest.approx(total, abs=1e-9)
-    book = Ledger.open(tmp_path / "ledger.sqlite")
+    book = Ledger.open(location)
     entries = [e for e in book.entries() if e["release_id"] == release.release_id]
     charged = sum(e["details"]["epsilon"] for e in entries if e["kind"] == "charge")
     assert charged == pytest.approx(total, abs=1e-12)

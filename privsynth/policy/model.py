@@ -58,19 +58,30 @@ class ColumnPolicy(_Frozen):
     * ``bounds``: public ``[low, high]`` (numbers, or ISO dates for datetime) or ``dp``.
       Values outside public bounds are clipped (top and bottom coding).
     * ``domain``: the public list of categories, or ``dp`` to discover it with a DP threshold
-      mechanism. ``unknown`` says what to do with a value outside a declared domain.
+      mechanism. A cell outside a declared domain becomes missing. ``unknown`` is still accepted
+      for older policies, but ``error`` now behaves like ``missing``: refusing a release because
+      of one cell (or reporting how many cells were outside) would reveal a private fact, so no
+      count of such cells is ever reported.
     * ``binning``: ``quantile`` (DP quantiles, paid from epsilon) or ``uniform`` (free).
+    * ``missing_values``: the texts that mark a missing cell in this column, overriding the
+      dataset's ``missing_values``. A value listed in the column's declared ``domain`` (or a key
+      of its ``generalize.mapping``) is never treated as missing.
+
+    Every cell is converted on its own: a cell that does not parse as the declared kind, falls
+    outside band edges, has no entry in a mapping or lies outside a declared domain becomes
+    missing, silently and without a count.
     """
 
     rule: Literal["keep", "drop", "generalize", "pseudonymize"] = "keep"
     kind: ColumnKind | None = None
     bounds: tuple[Scalar, Scalar] | Literal["dp"] | None = None
     domain: list[Scalar] | Literal["dp"] | None = None
-    unknown: Literal["error", "missing"] = "error"
+    unknown: Literal["error", "missing"] = "error"  # both: outside the domain -> missing
     binning: Literal["quantile", "uniform"] = "quantile"
     bins: Annotated[int, Field(ge=2, le=256)] = 20
     generalize: Generalize | None = None
     identifier: bool = False
+    missing_values: list[str] | None = None
     note: str | None = None
 
     @model_validator(mode="after")
@@ -270,10 +281,16 @@ class AuditPolicy(_Frozen):
 
 
 class DatasetPolicy(_Frozen):
-    """Names the population. The ledger keys on the content fingerprint; this id rides along."""
+    """Names the population, and says how a missing cell is written in its files.
+
+    ``missing_values`` lists the texts that mark a missing cell (compared with the cell's
+    stripped text; default: only the empty cell). A column's own ``missing_values`` overrides it.
+    Native missing values of Parquet or DataFrame input (None, NaN, NaT) are always missing.
+    """
 
     id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
     description: str | None = None
+    missing_values: list[str] = Field(default_factory=lambda: [""])
 
 
 class Policy(_Frozen):
@@ -284,7 +301,7 @@ class Policy(_Frozen):
     description: str | None = None
     dataset: DatasetPolicy
     privacy: PrivacyPolicy
-    budget: BudgetPolicy
+    budget: BudgetPolicy = Field(default_factory=lambda: BudgetPolicy())
     generator: GeneratorPolicy = Field(default_factory=lambda: GeneratorPolicy())
     columns: dict[str, ColumnPolicy]
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
@@ -314,12 +331,18 @@ class Policy(_Frozen):
 
     @property
     def dev_mode(self) -> bool:
-        """A seed makes runs reproducible; without one noise comes from OS entropy."""
+        """A seed makes a *development* run: reproducible, never DP, never released. Without
+        one every noise draw comes from OS entropy."""
         return self.seed is not None
 
     def digest(self) -> str:
-        """SHA-256 of the canonical JSON form: two policies with equal meaning share a digest."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the canonical JSON form: two policies with equal meaning share a digest.
+
+        The seed is left out: a digest is published, and a published seed (or one small enough
+        to brute-force against the digest) would let anyone regenerate a run's noise.
+        """
+        body = self.model_dump(mode="json", exclude={"seed"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

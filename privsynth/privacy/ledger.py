@@ -485,10 +485,10 @@ class Ledger:
                     f"reservation {reservation.reservation_id} is not in this ledger; "
                     "charges can only be recorded against a reservation made here"
                 )
-            used, used_d = 0, Decimal(0)
+            used, used_d = Decimal(0), Decimal(0)
             for c in charges:
                 micro = to_micro(c.epsilon, round_up=True)
-                used += micro
+                used += _dec(float(c.epsilon))
                 used_d += _dec(float(c.delta))
                 details = {"stage": c.stage, "mechanism": c.mechanism, "column": c.column,
                            "epsilon": float(c.epsilon), "params": c.params}
@@ -496,8 +496,16 @@ class Ledger:
                           release_id=known["release_id"],
                           reservation_id=reservation.reservation_id, epsilon_micro=micro,
                           delta=float(c.delta), details=details)
-            over = used - int(known["epsilon_micro"])
+            # Charges are compared by their exact sum, with a relative slack of 1e-9 for float
+            # rounding (each charge's micro-ε entry is rounded up on its own, so summing those
+            # would report an overrun of a few micro-ε whenever charges fill a share exactly).
+            slack = Decimal("1e-9")
+            over = to_micro(float(used), round_up=True) - int(known["epsilon_micro"])
+            if used <= _dec(from_micro(int(known["epsilon_micro"]))) * (1 + slack):
+                over = 0
             over_d = used_d - _dec(known["delta"])
+            if used_d <= _dec(known["delta"]) * (1 + slack):
+                over_d = Decimal(0)
             if over > 0 or over_d > 0:
                 tx.append(kind="overrun", population=known["population"],
                           release_id=known["release_id"],
