@@ -1,58 +1,122 @@
-"""Read a table and bring it into the shape the policy declares.
+"""Read a table and bring it into the shape the policy declares, one cell at a time.
 
-Every check here reports columns and counts, never a cell value: the table is private.
+The table is private, and under add/remove-one-row DP one row must never change how another row
+is prepared. So nothing here looks at a column as a whole: a CSV is read with every cell as text
+(no dtype inference over the column), Parquet and DataFrame cells keep their native values, and
+:func:`prepare_table` converts each cell on its own by the policy's declared kind. A cell that does
+not parse, lies outside a declared domain, outside band edges or has no entry in a mapping becomes
+missing: silently, with no error and no count. The only errors are about the file and the schema
+(column names are public): never a cell value, never a count derived from cells.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from privsynth.data.cells import (
+    FALSE_TEXT,
+    TRUE_TEXT,
+    boolean_text,
+    canonical_markers,
+    category_text,
+    days_since_epoch,
+    is_marked_missing,
+    parse_datetime,
+    parse_number,
+    per_value,
+)
 from privsynth.errors import DataError
 from privsynth.policy.model import ColumnPolicy, Policy
-from privsynth.policy.rules import apply_generalization
+from privsynth.policy.rules import generalizer
 
-_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
-_FALSE = {"false", "f", "no", "n", "0", "0.0"}
+_TRUE = TRUE_TEXT
+_FALSE = FALSE_TEXT
 EPOCH = pd.Timestamp("1970-01-01")
+DEFAULT_MISSING = ("",)
+
+__all__ = ["EPOCH", "PreparedTable", "category_text", "convert_cell", "missing_markers",
+           "prepare_table", "read_table", "to_model_space"]
 
 
-def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """Read CSV (optionally gzip), Parquet, or take a DataFrame. Raises DataError when unusable."""
+def read_table(source: str | Path | pd.DataFrame, policy: Policy | None = None) -> pd.DataFrame:
+    """Read CSV (optionally gzip), Parquet, or take a DataFrame.
+
+    CSV cells are read as text and stripped, cell by cell; Parquet and DataFrame cells keep their
+    native values. A text cell equal to one of the policy's missing markers (``[""]`` without a
+    policy) becomes None, except in a column whose declared domain lists it. Raises
+    :class:`DataError` only for facts about the file and its header, never about cells or rows
+    (a header with no rows gives an empty table).
+    """
     if isinstance(source, pd.DataFrame):
         frame = source.copy()
         name = "the DataFrame"
+        text_cells = False
     else:
         path = Path(source)
         name = path.name
         if not path.exists():
             raise DataError(f"{path}: no such file; check the path")
         suffixes = "".join(path.suffixes).lower()
+        parquet = suffixes.endswith((".parquet", ".pq"))
+        text_cells = not parquet
         try:
-            if suffixes.endswith((".parquet", ".pq")):
+            if parquet:
                 frame = pd.read_parquet(path)
             else:
-                frame = pd.read_csv(path, na_values=["?", ""], keep_default_na=True,
-                                    skipinitialspace=True)
+                frame = pd.read_csv(
+                    path, dtype=str, keep_default_na=False, na_filter=False,
+                    skipinitialspace=True, encoding_errors="replace", on_bad_lines="skip",
+                )
         except pd.errors.EmptyDataError:
             raise DataError(f"{name}: the file is empty; give a table with a header row") from None
         except (ValueError, OSError, pd.errors.ParserError) as exc:
             raise DataError(
-                f"{name}: cannot be read as {'Parquet' if 'parquet' in suffixes else 'CSV'} "
+                f"{name}: cannot be read as {'Parquet' if parquet else 'CSV'} "
                 f"({type(exc).__name__}); check the file format"
             ) from None
     if frame.shape[1] == 0:
         raise DataError(f"{name}: the table has no columns; give a table with a header row")
-    if len(frame) == 0:
-        raise DataError(f"{name}: the table has a header but no rows; nothing to synthesize")
     frame.columns = [str(c) for c in frame.columns]
     duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     if duplicated:
         raise DataError(f"{name}: column name(s) {duplicated} appear more than once; rename them")
+    for column in frame.columns:
+        series = frame[column]
+        if text_cells:
+            series = series.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+        if series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
+            markers = missing_markers(policy, column)
+            keep = per_value(series, lambda v, m=markers: not (
+                isinstance(v, str) and is_marked_missing(v, m)))
+            series = series.astype(object).where(keep.astype(bool), None)
+        frame[column] = series
     return frame
+
+
+def missing_markers(policy: Policy | None, column: str) -> frozenset[str]:
+    """The canonical texts that mark a missing cell in ``column``.
+
+    The column's ``missing_values``, else the dataset's, less every value of the column's
+    declared domain and every key of its mapping (a listed category is never missing).
+    """
+    if policy is None:
+        return canonical_markers(DEFAULT_MISSING)
+    rule = policy.columns.get(column)
+    markers = policy.dataset.missing_values
+    exempt: list = []
+    if rule is not None:
+        if rule.missing_values is not None:
+            markers = rule.missing_values
+        if isinstance(rule.domain, list):
+            exempt += rule.domain
+        if rule.generalize is not None and rule.generalize.mapping:
+            exempt += list(rule.generalize.mapping)
+    return canonical_markers(markers, exempt)
 
 
 @dataclass
@@ -65,7 +129,12 @@ class PreparedTable:
 
 
 def prepare_table(frame: pd.DataFrame, policy: Policy) -> PreparedTable:
-    """Apply the policy's column rules and types. Reports every problem at once."""
+    """Apply the policy's column rules and kinds, cell by cell.
+
+    Raises :class:`DataError` only for schema facts (a policy column absent from the header, a
+    header column with no rule), naming columns, never values. A cell that cannot be converted
+    becomes missing; a column whose every cell is missing is returned as such.
+    """
     problems: list[str] = []
     data_cols = list(frame.columns)
     unknown = [c for c in policy.columns if c not in data_cols]
@@ -95,72 +164,64 @@ def prepare_table(frame: pd.DataFrame, policy: Policy) -> PreparedTable:
             actions[name] = "replaced by fresh random identifiers; never modelled"
             pseudo.append(name)
             continue
-        series = frame[name]
         if rule.rule == "generalize":
-            series = apply_generalization(series, rule.generalize, name)
             actions[name] = f"generalized ({rule.generalize.to})"
         else:
             actions[name] = "kept"
-        try:
-            out[name] = coerce_column(series, rule, name)
-        except DataError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise DataError("; ".join(problems))
+        out[name] = coerce_column(frame[name], rule, name, missing_markers(policy, name))
     return PreparedTable(pd.DataFrame(out, index=frame.index), actions, pseudo)
 
 
-def coerce_column(series: pd.Series, rule: ColumnPolicy, name: str) -> pd.Series:
-    """Type one column as its declared kind. Numbers as float, dates as days, categories as str."""
-    present = series.notna()
-    if not present.any():
-        raise DataError(
-            f"column '{name}': every value is missing; drop it with 'rule: drop' or fix the data"
-        )
-    kind = rule.kind
-    if kind in ("numeric", "integer"):
-        values = pd.to_numeric(series, errors="coerce")
-        _no_bad(name, present & values.isna(), "a number", "declare kind: categorical")
-        return values.astype(float)
-    if kind == "datetime":
-        values = pd.to_datetime(series, errors="coerce", utc=False, format="mixed")
-        _no_bad(name, present & values.isna(), "a date", "declare kind: categorical")
-        return (values - EPOCH) / pd.Timedelta(days=1)
-    if kind == "boolean":
-        text = series.astype(str).str.strip().str.lower()
-        mapped = pd.Series(np.where(text.isin(_TRUE), "true",
-                                    np.where(text.isin(_FALSE), "false", None)),
-                           index=series.index, dtype=object)
-        _no_bad(name, present & mapped.isna(), "true/false", "declare kind: categorical")
-        return mapped.where(present, None)
-    values = series.map(category_text, na_action="ignore")
-    if isinstance(rule.domain, list):
-        domain = {category_text(v) for v in rule.domain}
-        outside = present & ~values.isin(domain)
-        if outside.any():
-            if rule.unknown == "missing":
-                values = values.where(~outside, None)
-            else:
-                raise DataError(
-                    f"column '{name}': {int(outside.sum())} value(s) are outside the declared "
-                    "domain; add the categories to 'domain:' or set 'unknown: missing'"
-                )
-    return values.astype(object).where(values.notna(), None)
+def coerce_column(series: pd.Series, rule: ColumnPolicy, name: str = "",
+                  markers: frozenset[str] | None = None) -> pd.Series:
+    """Type one column as its declared kind, cell by cell: numbers and dates (days since the
+    epoch) as float with NaN for missing, categories and booleans as text with None.
+    """
+    if markers is None:
+        markers = canonical_markers(DEFAULT_MISSING, rule.domain if isinstance(rule.domain, list)
+                                    else ())
+    convert = convert_cell(rule, markers)
+    values = per_value(series, convert)
+    if rule.kind in ("numeric", "integer", "datetime"):
+        floats = np.array([np.nan if v is None else v for v in values], dtype=float)
+        return pd.Series(floats, index=series.index)
+    return pd.Series(values, index=series.index, dtype=object)
 
 
-def category_text(value: object) -> str:
-    """Canonical text of a category: 3 and 3.0 are the same category."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+def convert_cell(rule: ColumnPolicy, markers: frozenset[str]) -> Callable[[object], object]:
+    """The pure function that prepares one cell of a column under ``rule`` (None: missing)."""
+    generalize = generalizer(rule.generalize) if rule.rule == "generalize" else None
+    kind = _KIND_CONVERTERS[rule.kind]
+    domain = ({category_text(v) for v in rule.domain}
+              if rule.kind == "categorical" and isinstance(rule.domain, list) else None)
+
+    def convert(value: object) -> object:
+        if value is None or is_marked_missing(value, markers):
+            return None
+        if generalize is not None:
+            value = generalize(value)
+            if value is None:
+                return None
+        out = kind(value)
+        if out is None or (domain is not None and out not in domain):
+            return None
+        return out
+
+    return convert
 
 
-def _no_bad(name: str, bad: pd.Series, what: str, alternative: str) -> None:
-    count = int(bad.sum())
-    if count:
-        raise DataError(
-            f"column '{name}': {count} value(s) are not {what}; fix the data, or {alternative}"
-        )
+def _to_days(value: object) -> float | None:
+    date = parse_datetime(value)
+    return None if date is None else days_since_epoch(date)
+
+
+_KIND_CONVERTERS: dict[str, Callable[[object], object]] = {
+    "numeric": parse_number,
+    "integer": parse_number,
+    "datetime": _to_days,
+    "boolean": boolean_text,
+    "categorical": category_text,
+}
 
 
 def _boolean_text(value: object) -> str | None:

@@ -1,15 +1,21 @@
 """Column generalization rules: coarsen a column before the generator or the audit sees it.
 
-Each rule is a pure function of one value (no statistic of the column is used), so it costs no
-privacy budget.
+Each rule is a pure function of one cell (no statistic of the column, not even its dtype, is
+used), so it costs no privacy budget and one row can never change how another is generalized.
+A cell the rule cannot apply to (not a date, not a ZIP, not a number, outside the band edges,
+not a key of the mapping) becomes missing: no error, no count.
 """
 
 from __future__ import annotations
 
+import bisect
+import datetime as dt
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
-from privsynth.errors import DataError
+from privsynth.data.cells import category_text, parse_datetime, parse_number, per_value, zip5
 from privsynth.policy.model import Generalize
 
 # Three-digit ZIP areas with 20,000 or fewer people (HHS Safe Harbor guidance, 2000 census);
@@ -19,61 +25,75 @@ RESTRICTED_ZIP3 = frozenset(
      "879", "884", "890", "893"]
 )
 
+CellRule = Callable[[object], object | None]
 
-def apply_generalization(series: pd.Series, spec: Generalize, name: str) -> pd.Series:
-    """Return the generalized column. Errors name the column and count bad values only."""
-    present = series.notna()
-    if spec.to in ("year", "month"):
-        dates = pd.to_datetime(series, errors="coerce", format="mixed")
-        _check(name, present & dates.isna(), "dates")
-        if spec.to == "year":
-            return dates.dt.year.astype("Float64").astype(float)
-        return dates.dt.to_period("M").dt.to_timestamp().where(dates.notna())
+
+def generalizer(spec: Generalize) -> CellRule:
+    """The rule as a pure function of one present (not missing) cell; None when it cannot apply.
+
+    ``year`` gives the year as a float, ``month`` the first day of the month (a datetime),
+    ``zip3`` the first three digits of the ZIP (restricted areas ``000``), ``bands`` the band's
+    label ``[low, high)``, ``map`` the mapped text, ``topcode`` the number capped at ``above``.
+    """
+    if spec.to == "year":
+        return _year
+    if spec.to == "month":
+        return _month
     if spec.to == "zip3":
-        series = _zip_text(series)
-        text = series.astype(str).str.extract(r"^\s*(\d{3})\d{0,2}(?:-\d{4})?\s*$")[0]
-        _check(name, present & text.isna(), "US ZIP codes")
-        text = text.where(~text.isin(RESTRICTED_ZIP3), "000")
-        return text.where(present, None)
-    numbers = pd.to_numeric(series, errors="coerce")
-    if spec.to in ("bands", "topcode"):
-        _check(name, present & numbers.isna(), "numbers")
+        return _zip3
     if spec.to == "topcode":
-        return numbers.clip(upper=spec.above)
+        above = float(spec.above)
+
+        def topcode(value: object) -> float | None:
+            number = parse_number(value)
+            return None if number is None else min(number, above)
+
+        return topcode
     if spec.to == "bands":
-        edges = np.asarray(sorted(spec.edges), dtype=float)
+        edges = sorted(float(e) for e in spec.edges)
         labels = [f"[{_fmt(lo)}, {_fmt(hi)})" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-        banded = pd.cut(numbers, bins=edges, labels=labels, right=False, include_lowest=True)
-        outside = present & banded.isna()
-        _check(name, outside, f"inside the band edges [{_fmt(edges[0])}, {_fmt(edges[-1])})")
-        return banded.astype(object).where(banded.notna(), None)
-    mapping = {str(k): str(v) for k, v in spec.mapping.items()}
-    text = series.map(lambda v: str(v).strip(), na_action="ignore")
-    unmapped = present & ~text.isin(mapping)
-    _check(name, unmapped, "keys of the mapping")
-    return text.map(mapping, na_action="ignore")
+
+        def band(value: object) -> str | None:
+            number = parse_number(value)
+            if number is None or not edges[0] <= number < edges[-1]:
+                return None
+            return labels[bisect.bisect_right(edges, number) - 1]
+
+        return band
+    mapping = {category_text(k): str(v) for k, v in spec.mapping.items()}
+
+    def mapped(value: object) -> str | None:
+        return mapping.get(category_text(value))
+
+    return mapped
 
 
-def _zip_text(series: pd.Series) -> pd.Series:
-    """ZIP codes read as numbers (a CSV reader drops leading zeros: 02139 -> 2139) back to text."""
-    if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
-        return series
-    numbers = pd.to_numeric(series, errors="coerce")
-    whole = numbers.notna() & (numbers % 1 == 0) & (numbers >= 0) & (numbers < 100000)
-    text = series.astype(object)
-    padded = numbers[whole].astype("int64").astype(str).str.zfill(5)
-    text[whole] = padded
-    return text
+def apply_generalization(series: pd.Series, spec: Generalize, name: str = "") -> pd.Series:
+    """The generalized column, cell by cell (missing cells stay missing). Never raises on data."""
+    rule = generalizer(spec)
+    out = per_value(series, lambda v: None if v is None else rule(v))
+    if spec.to in ("year", "topcode"):
+        return pd.Series(np.array([np.nan if v is None else v for v in out], dtype=float),
+                         index=series.index)
+    return pd.Series(out, index=series.index, dtype=object)
+
+
+def _year(value: object) -> float | None:
+    date = parse_datetime(value)
+    return None if date is None else float(date.year)
+
+
+def _month(value: object) -> dt.datetime | None:
+    date = parse_datetime(value)
+    return None if date is None else dt.datetime(date.year, date.month, 1)
+
+
+def _zip3(value: object) -> str | None:
+    code = zip5(value)
+    if code is None:
+        return None
+    return "000" if code[:3] in RESTRICTED_ZIP3 else code[:3]
 
 
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _check(name: str, bad: pd.Series, what: str) -> None:
-    count = int(bad.sum())
-    if count:
-        raise DataError(
-            f"column '{name}': {count} value(s) are not {what}, so the generalize rule cannot "
-            "apply; fix the data or change the rule"
-        )
