@@ -75,7 +75,7 @@ def test_refused_without_rules_in_one_error_naming_every_column():
         assert f"'{column}: {{rule: drop}}'" in message
         assert f"'{column}: {{rule: pseudonymize}}'" in message
     assert "column 'age'" not in message and "column 'sex'" not in message
-    assert message.startswith("6 column(s)")
+    assert "6" not in message  # no count of flagged columns (a fact derived from cells)
     # never a cell value
     for value in frame.drop(columns=["age", "sex"]).to_numpy().ravel():
         assert str(value) not in message
@@ -166,3 +166,44 @@ def test_pseudonyms_are_fresh_and_unlinked(kind):
     assert seeded[0] == seeded[1]  # a dev seed makes them reproducible
     if kind in ("email", "phone", "ssn", "card", "iban", "ip", "url"):
         assert kind_by_values(fake) == kind  # same shape as the kind they replace
+
+
+def test_messages_name_column_and_kind_only_never_a_count_or_value():
+    """A value-detected identifier is reported by column and pattern kind, with no digits at all
+    (no count of columns or cells) and no cell value, whatever the table holds."""
+    planted = {"c1": [f"user{i}@canary{i}.example" for i in range(7)],
+               "c2": [f"{900 + i}-12-{3400 + i}" for i in range(7)],
+               "keep": [str(i) for i in range(7)]}
+    policy = parse_policy("""\
+name: t
+dataset: {id: t}
+privacy: {epsilon: 1}
+budget: {}
+columns:
+  c1: {kind: categorical, domain: dp}
+  c2: {kind: categorical, domain: dp}
+  keep: {kind: integer, bounds: [0, 100]}
+""")
+    with pytest.raises(IdentifierError) as err:
+        check_identifiers(pd.DataFrame(planted), policy)
+    message = str(err.value)
+    assert "column 'c1' looks like an e-mail address" in message
+    assert "column 'c2' looks like a social security" in message
+    assert not any(ch.isdigit() for ch in message.replace("c1", "").replace("c2", ""))
+    for value in planted["c1"] + planted["c2"]:
+        assert value not in message
+        assert value.split("@")[0] not in message
+
+
+def test_check_identifiers_is_documented_as_a_non_dp_check_after_the_reservation():
+    doc = check_identifiers.__doc__ or ""
+    assert "non-DP" in doc and "after" in doc and "reservation" in doc
+
+
+def test_numbers_read_as_text_are_not_records():
+    """CSV cells arrive as text: a numeric code column is judged like numbers, not records."""
+    codes = pd.Series([str(77516 + 7919 * i) for i in range(300)])
+    assert kind_by_values(codes) is None
+    cards = pd.Series(["4111111111111111", "5500000000000004", "340000000000009",
+                       "6011000000000004"])
+    assert kind_by_values(cards) == "card"

@@ -10,10 +10,14 @@ address, URL, record/account number (distinct codes with digits), person name (d
 generator: the column must be dropped, pseudonymized (the output gets fresh random values with no
 link to the real ones), generalized where that is the recognised fix (ZIP to three digits, dates to
 year), or explicitly acknowledged by a human with ``identifier: false``. Every offending column is
-named in one error, with the rule to add. No message ever contains a cell value.
+named in one error, with the rule to add. A message names the column and the kind of pattern
+only: never a cell value, never a count.
 
-Detection only reads a sample of values to decide a *label* for a column; the label is used to
-refuse a run or to choose the pseudonym shape, never published, and costs no epsilon.
+Detection by value reads a sample of each column's cells to decide a *label* for the column. That
+is **not** differentially private: whether a column is refused depends on its values. It is a
+safety check, run after the release's budget reservation (so a refused run is charged like any
+other), and what it reveals is limited to "column X looks like kind K". The label is never
+published and is used only to refuse a run; a pseudonym's shape comes from the column's name.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ _NAME_PATTERNS = [(kind, re.compile(rf"^{rx}$")) for kind, rx in _NAME_RULES]
 _TAIL_KINDS = frozenset({"email", "phone", "ssn", "card", "iban", "record", "address", "zip",
                          "birth_date", "ip", "url", "device", "vehicle"})
 
+_PLAIN_NUMBER = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
 _EMAIL = r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 _SSN = r"\d{3}-\d{2}-\d{4}"
 _PHONE = r"\+?\(?\d[\d ().-]{5,18}\d"
@@ -164,6 +169,11 @@ def kind_by_values(series: pd.Series, *, sample_size: int = SAMPLE_SIZE) -> str 
     n = len(text)
     if n == 0:
         return None
+    if bool(text.str.fullmatch(_PLAIN_NUMBER).all()):
+        # Numbers read as text (a CSV is read cell by cell as text): judged like a numeric
+        # column, where only a Luhn-valid card number counts (codes like 00123 are not records).
+        whole = text.str.replace(r"\.0*$", "", regex=True)
+        return "card" if _share(_luhn_valid(whole), n) else None
     distinct = text.nunique() / n
 
     def share(rx: str) -> bool:
@@ -240,13 +250,19 @@ def identifier_problems(frame: pd.DataFrame, policy: Policy) -> list[str]:
 
 
 def check_identifiers(frame: pd.DataFrame, policy: Policy) -> None:
-    """Raise :class:`IdentifierError` naming every column that would leak an identifier."""
+    """Raise :class:`IdentifierError` naming every column that would leak an identifier.
+
+    A **non-DP safety check**: it reads cell values (a sample per column) and its outcome depends
+    on them, so it runs only after the release's budget reservation, and a refusal is charged.
+    Its message names each column and the kind of pattern it matched (or the policy's own
+    ``identifier: true``), never a cell value and never a count of cells or columns.
+    """
     problems = identifier_problems(frame, policy)
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise IdentifierError(
-            f"{len(problems)} column(s) look like identifiers and have no safe rule "
-            f"(deny by default):\n{lines}"
+            "column(s) look like identifiers and have no safe rule (deny by default):\n"
+            f"{lines}"
         )
 
 
@@ -378,7 +394,7 @@ _LAST = np.array(["Example", "Sample", "Placeholder", "Synthetic", "Fictive", "T
 
 def _name(rng: np.random.Generator, n: int) -> np.ndarray:
     return (_FIRST[rng.integers(0, len(_FIRST), n)] + " " + _LAST[rng.integers(0, len(_LAST), n)]
-            + "-" + _chars(rng, _HEX, n, 4))
+            + "-" + _chars(rng, _HEX, n, 8))
 
 
 def _ip(rng: np.random.Generator, n: int) -> np.ndarray:
