@@ -93,3 +93,20 @@ def test_policy_init_and_schema_commands(tmp_path):
     assert checked.exit_code == 0, checked.output
     schema = runner.invoke(app, ["policy", "schema"])
     assert schema.exit_code == 0 and '"additionalProperties": false' in schema.output
+
+
+def test_header_says_what_was_read_and_that_it_is_not_a_dp_output():
+    """Old header: 'Nothing below was read from cell values' although every cell was read."""
+    frame = read_table(ROOT / "tests" / "fixtures" / "patients.csv")
+    text = draft_policy(frame, source_name="patients.csv")
+    header = " ".join(ln for ln in text.splitlines() if ln.startswith("#"))
+    assert "Nothing below was read" not in text
+    assert "every cell" in header and "not a DP output" in header
+    assert "not differentially private" in header and "no cell value and no count" in header
+
+
+def test_draft_carries_no_row_count():
+    """Old drafts chose delta from the number of rows: a count in the file."""
+    small = pd.DataFrame({"a": [1.5, 2.5] * 5, "b": ["x", "y"] * 5})
+    large = pd.DataFrame({"a": [1.5, 2.5] * 50_000, "b": ["x", "y"] * 50_000})
+    assert draft_policy(small, source_name="t.csv") == draft_policy(large, source_name="t.csv")

@@ -1,17 +1,21 @@
 """``privsynth policy init``: a *draft* policy for a human to review, never a decision.
 
-The draft infers each column's kind from its format and flags suspected identifiers (dropped, with
-a comment saying why and what else is possible). It never fills bounds or category domains from
-the data: those would be a free look at private values. Every kept column gets ``bounds: dp`` or
-``domain: dp`` (estimated with a DP mechanism paid from epsilon) and a comment asking the human to
-declare public values instead where they are known (a codebook, a regulation, a form's options).
-No cell value is ever written into the draft.
+What it reads: every cell of every column. Kinds are inferred from the cells' formats, and
+suspected identifiers are flagged from column names and from the shapes of a sample of values.
+That reading is not differentially private and is not charged to any budget: the draft is a
+local aid for the data owner, not a DP output, and must not be shared as if it were one (which
+columns look like identifiers, and each column's kind, are facts about the data).
+
+What it writes: no cell value and no count. It never fills bounds or category domains from the
+data: every kept column gets ``bounds: dp`` or ``domain: dp`` (estimated with a DP mechanism paid
+from epsilon) and a comment asking the human to declare public values instead where they are
+known (a codebook, a regulation, a form's options). Delta is a fixed default, not derived from the
+row count.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import textwrap
 
@@ -41,6 +45,8 @@ def infer_kind(series: pd.Series) -> str:
         return "boolean"
     numbers = pd.to_numeric(text, errors="coerce")
     if len(text) and numbers.notna().all():
+        if numbers.isin([0, 1]).all():
+            return "boolean"
         return "integer" if bool((numbers % 1 == 0).all()) else "numeric"
     if len(text) and text.str.match(r"^\d{4}-\d{2}-\d{2}").all():
         dates = pd.to_datetime(text, errors="coerce", format="ISO8601")
@@ -53,29 +59,30 @@ def draft_policy(frame: pd.DataFrame, *, source_name: str) -> str:
     """Commented YAML of a draft policy for ``frame``. Loads with ``load_policy`` as written."""
     suspects = detect_identifiers(frame)
     slug = _slug(source_name)
-    n = len(frame)
-    digits = max(1, math.ceil(math.log10(max(n, 1) + 1)))
-    delta = min(1e-6, 10.0 ** -(digits + 2))
     lines = [
         f"# DRAFT policy for {_comment_text(source_name)}, written by `privsynth policy init`.",
-        "# Review every line before any release. Nothing below was read from cell values:",
-        "# kinds come from the columns' formats, identifiers from names and value shapes, and",
-        "# every bound or domain is left to a DP estimate (paid from epsilon) until you declare",
-        "# public values. Declared values must be public knowledge (a codebook, a form, a",
-        "# regulation), never read off this table.",
+        "# Review every line before any release.",
+        "# What was read: every cell of every column, to infer each column's kind from its",
+        "# format and to flag suspected identifiers from names and value shapes. That reading is",
+        "# not differentially private and costs no epsilon: this draft is a local aid for the",
+        "# data owner, not a DP output; do not share it as if it were one (the kinds and the",
+        "# flagged columns are facts about the data).",
+        "# What was written: no cell value and no count. Every bound or domain is left to a DP",
+        "# estimate (paid from epsilon) until you declare public values. Declared values must",
+        "# be public knowledge (a codebook, a form, a regulation), never read off this table.",
         "version: 1",
         f"name: {slug}-draft",
         f"description: Draft for {_quote(source_name)}; reviewed by nobody yet.",
         "dataset:",
         f"  id: {slug}                        # names the population; the ledger keys on content",
+        '  missing_values: [""]               # texts marking a missing cell, e.g. ["", "?"]',
         "privacy:",
         "  epsilon: 1.0                       # whole-pipeline epsilon of one release",
-        f"  delta: {delta:.1e}                   # must stay below 1/(10 n), n = training rows",
+        "  delta: 1.0e-9                      # fixed default; must stay below 1/(10 n)",
         "  accountant: prv                    # Opacus PRV accountant; rdp is also allowed",
         "  encoding_share: 0.1                # share of epsilon for DP bounds, bins and domains",
-        "budget:",
-        "  total_epsilon: 3.0                 # set by the privacy officer: all releases, ever",
-        "  composition: sum                   # or 'accountant' to compose recorded DP-SGD runs",
+        "budget: {}                           # total ε and δ: set once by a privacy officer",
+        "                                     # with `privsynth budget register`",
         "columns:",
     ]
     kept = 0
