@@ -51,6 +51,11 @@ def read_table(source: str | Path | pd.DataFrame, policy: Policy | None = None) 
     policy) becomes None, except in a column whose declared domain lists it. Raises
     :class:`DataError` only for facts about the file and its header, never about cells or rows
     (a header with no rows gives an empty table).
+
+    Row-local faults stay row-local: bytes that are not UTF-8 become U+FFFD in their own cell, a
+    line with fewer fields than the header gets missing cells, and a line with more fields is
+    skipped (as if that row were absent, which the add/remove-one-row guarantee covers) instead
+    of failing the whole read.
     """
     if isinstance(source, pd.DataFrame):
         frame = source.copy()
