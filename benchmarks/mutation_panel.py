@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("privsynth", "tests", "pyproject.toml")
+COPIED = ("privsynth", "tests", "policies", "pyproject.toml")  # policies/: the demo policy
 TIMEOUT_S = 900
 SANITY_MARK = "mutation panel sanity check"
 
@@ -82,7 +82,8 @@ T_MUT_GAN = "tests/test_dp_mutants_gan.py"
 T_MUT_MECH = "tests/test_dp_mutants_mechanisms.py"
 T_MUT_SGD = "tests/test_dp_mutants_dpsgd.py"
 T_MUT_REL = "tests/test_dp_mutants_release.py"
-T_MUT_LEDGER = "tests/test_dp_mutants_ledger.py"
+T_LEDGER = "tests/test_ledger.py"
+T_PIPE = "tests/test_pipeline.py"
 
 DP_SGD = "privsynth/generators/dp_sgd.py"
 GAN = "privsynth/generators/gan.py"
@@ -94,6 +95,7 @@ GATE = "privsynth/gate.py"
 LEDGER = "privsynth/privacy/ledger.py"
 PIPELINE = "privsynth/pipeline.py"
 VERIFY = "privsynth/release/verify.py"
+BUNDLE = "privsynth/release/bundle.py"
 
 
 def m(id, area, bug, file, old, new, tests, *, ci=True, more=(), sanity=False) -> Mutant:
@@ -290,6 +292,40 @@ MUTANTS: list[Mutant] = [
       "    grid = value_grid(schema)\n"
       "    grid = np.linspace(np.nanmin(values), np.nanmax(values), len(grid))\n",
       f"{T_MUT_MECH}::test_quantile_grid_does_not_depend_on_the_data", ci=False),
+    # ------------------------------------------------------------------ ledger
+    m("ledger-no-budget-check", "ledger", "a reservation does not check the population's "
+      "remaining ε", LEDGER,
+      "            if spent + want > total:\n",
+      "            if False:  # the remaining budget is not checked\n",
+      f"{T_LEDGER}::test_serial_reservations_fill_the_budget_exactly"),
+    m("ledger-no-delta-check", "ledger", "a reservation does not check the remaining δ",
+      LEDGER,
+      "            if spent_d + want_delta > total_d:\n",
+      "            if False:  # the remaining delta is not checked\n",
+      f"{T_LEDGER}::test_delta_is_budgeted"),
+    m("ledger-refund", "ledger", "a run that used less than it reserved (a failed run: "
+      "nothing) is refunded the difference", LEDGER,
+      "            if used <= _dec(from_micro(int(known[\"epsilon_micro\"]))) * (1 + slack):\n"
+      "                over = 0\n",
+      "",
+      f"{T_LEDGER}::test_charges_never_refund_and_overrun_is_charged",
+      more=(("if over > 0 or over_d > 0:", "if over != 0 or over_d > 0:"),
+            ("epsilon_micro=max(0, over),", "epsilon_micro=over,"))),
+    m("ledger-cap-from-policy", "ledger", "reserve takes the cap from the caller (the release "
+      "policy) when it names one", LEDGER,
+      "    def reserve(self, *, population: str, release_id: str, epsilon: float,\n"
+      "                delta: float) -> Reservation:",
+      "    def reserve(self, *, population: str, release_id: str, epsilon: float,\n"
+      "                delta: float, total_epsilon: float | None = None) -> Reservation:",
+      f"{T_LEDGER}::test_a_policy_cannot_set_or_raise_the_total",
+      more=(('            total = int(state["total_epsilon_micro"])\n',
+             '            total = (int(state["total_epsilon_micro"]) if total_epsilon is None\n'
+             '                     else to_micro(total_epsilon, round_up=False))\n'),)),
+    m("ledger-unverified-grants", "ledger", "reserve grants budget from a ledger that fails "
+      "its hash-chain check", LEDGER,
+      "            if problems:\n                raise LedgerError(",
+      "            if False:\n                raise LedgerError(",
+      f"{T_LEDGER}::test_reserve_refuses_a_ledger_that_does_not_verify[sqlite]"),
     # ------------------------------------------------------------------ gate
     m("gate-nan-passes", "gate",
       "no finiteness check and `not upper >= t`: a NaN upper bound passes", GATE,
@@ -307,6 +343,21 @@ MUTANTS: list[Mutant] = [
       "    if False:\n        reasons.append(",
       f"{T_MUT_REL}::test_the_gate_never_releases_a_development_run"),
     # ------------------------------------------------------------------ release
+    m("exact-row-count-released", "release", "the synthetic table (and the manifest's row "
+      "figure) has the exact N rows instead of N̂", PIPELINE,
+      "codes = generator.sample(n_public, generator=",
+      "codes = generator.sample(len(train), generator=",
+      f"{T_MUT_REL}::test_the_output_and_manifest_carry_the_dp_row_count", ci=False),
+    m("dp-claim-ignores-seed", "release", "the DP claim is granted to a seeded development "
+      "run", PIPELINE,
+      'return seed_mode == "os-entropy" and trained and counted and finite and within',
+      "return trained and counted and finite and within",
+      f"{T_PIPE}::test_dp_claim_needs_dp_sgd_on_the_dp_count_within_the_allotment"),
+    m("blocked-release-public", "release", "a blocked release still writes its public part",
+      BUNDLE,
+      "        if release.decision.passed:\n",
+      "        if True:  # the gate's decision is not consulted\n",
+      f"{T_PIPE}::test_a_copying_synthesizer_is_blocked_and_writes_nothing_public", ci=False),
     m("verify-trusts-stated-charge", "release", "verify takes each charge's stated ε and δ "
       "instead of recomputing them", VERIFY,
       'eps, delta = charge_cost(charge["mechanism"], charge["params"], charge["delta"])',

@@ -109,3 +109,49 @@ def test_verify_recomputes_every_charge(tmp_path):
         problems = verify_bundle(_bundle(tmp_path / f"tampered-{i}", tampered))
         assert any(f"charge {i + 1} ({charge['mechanism']}" in p for p in problems), (
             charge["mechanism"], problems)
+
+
+# ---------------------------------------------------------------------- the released row count
+ADULT = ["age", "workclass", "education", "sex", "hours_per_week", "income"]
+LIFT = 37  # planted DLap draw of the row count: N̂ = N + 37, deterministic
+
+
+def test_the_output_and_manifest_carry_the_dp_row_count(adult, adult_policy_path, tmp_path,
+                                                        monkeypatch):
+    """The synthetic table has N̂ rows and the public manifest says N̂; the exact N is nowhere
+    in the public manifest. N̂ is forced to N + 37 by planting the row count's noise draw (the
+    mechanism itself runs, and its charge is recorded)."""
+    import yaml
+    from ledger_helpers import registered_ledger
+
+    import privsynth.pipeline as pipeline
+    from privsynth.policy.loader import load_policy
+
+    spec = load_policy(adult_policy_path).model_dump(mode="json")
+    spec["columns"] = {k: v for k, v in spec["columns"].items() if k in ADULT}
+    spec["generator"].update(epochs=1, batch_size=256)
+    spec["audit"].update(quasi_identifiers=["age", "sex"], secrets=["income"],
+                         linkability_aux=None, attacks=["exact_copy"])
+    policy = parse_policy(yaml.safe_dump(spec, sort_keys=False), "rows.yaml")
+    table = adult[ADULT].sample(1201, random_state=5).reset_index(drop=True)
+    ledger = registered_ledger(tmp_path / "ledger.sqlite", policy.dataset.id, table)
+
+    class Lift(SeededNoise):
+        name = "planted-test"
+
+        def discrete_laplace(self, scale: float, size: int) -> np.ndarray:
+            return np.full(size, LIFT, dtype=np.int64)
+
+    real_count = pipeline.noisy_count
+    monkeypatch.setattr(pipeline, "noisy_count", lambda n, eps, noise, **kw: real_count(
+        n, eps, Lift(np.random.default_rng(0)), **kw))
+    monkeypatch.setattr(pipeline, "run_audit", lambda *a, **k: AuditResult(risks=(), errors=()))
+    release = pipeline.synthesize(table, policy, ledger=ledger)
+    n_train = release.run_record["training_rows"]
+    assert len(release.synthetic) == n_train + LIFT
+    assert release.manifest["synthetic_rows"] == n_train + LIFT
+    sgd = next(c for c in release.charges if c["mechanism"] == "dp_sgd")
+    assert sgd["params"]["q"] == pytest.approx(256 / (n_train + LIFT), rel=1e-8)
+    text = json.dumps(release.manifest, default=str)
+    for exact in (n_train, release.run_record["holdout_rows"], len(table)):
+        assert f" {exact}," not in text and f" {exact}}}" not in text, exact
