@@ -2,8 +2,11 @@
 
 Public API::
 
-    policy = load_policy("policies/adult-demo.yaml")
-    release = synthesize("patients.csv", policy)
+    with Ledger.open(".privsynth/ledger.sqlite") as book:   # once, by a privacy officer
+        book.register("patients", total_epsilon=5, total_delta=1e-5,
+                      sketch=book.sketch("patients.csv"), officer="J. Doe")
+    policy = load_policy("policies/patients.yaml")        # dataset.id: patients
+    release = synthesize("patients.csv", policy, ledger=".privsynth/ledger.sqlite")
     release.decision, release.write("releases/v1")
 """
 
@@ -31,6 +34,7 @@ __all__ = [
     "DataError",
     "GateBlocked",
     "IdentifierError",
+    "Ledger",
     "LedgerError",
     "Policy",
     "PolicyError",
@@ -49,4 +53,8 @@ def __getattr__(name: str):
         from privsynth import pipeline  # noqa: PLC0415
 
         return getattr(pipeline, name)
+    if name == "Ledger":
+        from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
+
+        return Ledger
     raise AttributeError(f"module 'privsynth' has no attribute {name!r}")

@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from ledger_helpers import registered_ledger
 
 import privsynth.pipeline as pipeline
-from privsynth.errors import IdentifierError
+from privsynth.errors import DataError, IdentifierError
 from privsynth.policy.loader import load_policy, parse_policy
 from privsynth.privacy.ledger import Ledger
 
@@ -105,22 +106,37 @@ def test_fixture_without_rules_is_refused_naming_every_identifier(raw, tmp_path)
     policy["columns"] = {k: v for k, v in policy["columns"].items() if k not in SAFE_HARBOR}
     policy["audit"]["quasi_identifiers"] = ["age", "sex"]
     bare = parse_policy(yaml.safe_dump(policy, sort_keys=False), "no-identifier-rules.yaml")
-    ledger, out, audits = tmp_path / "ledger.sqlite", tmp_path / "out", tmp_path / "audits"
+    out, audits = tmp_path / "out", tmp_path / "audits"
+    ledger = registered_ledger(tmp_path / "ledger.sqlite", bare.dataset.id, PATIENTS)
 
-    with pytest.raises(IdentifierError) as caught:
+    with pytest.raises(DataError) as caught:
         pipeline.synthesize(PATIENTS, bare, ledger=ledger)
 
     message = str(caught.value)
-    for column in ["email", "ssn", "phone", "card_number", "patient_name", "notes", "mrn",
-                   "zip", "birth_date"]:
-        assert f"column '{column}'" in message, column
-    assert message.count("  - column '") == len(SAFE_HARBOR), message
+    for column in SAFE_HARBOR:
+        assert f"'{column}'" in message, column
     assert not _leaks(message.encode(), _literals(raw), _numbers(raw)), message
-    # refused before the ledger was opened: no charge, no file; nothing was written
-    if ledger.exists():
-        with Ledger.open(ledger) as book:
-            assert book.entries() == []
+    # the header names are public: refused before the reservation, so nothing is charged,
+    # and nothing was written
+    with Ledger.open(ledger) as book:
+        assert [e["kind"] for e in book.entries()] == ["register"]
     assert not out.exists() and not audits.exists()
+
+
+def test_identifier_values_in_a_kept_column_are_refused_after_the_charge(raw, tmp_path):
+    """A column kept under an innocent rule whose values look like identifiers: the value scan
+    runs after the reservation (it reads cells), names the column and the pattern only."""
+    policy = load_policy(HIPAA).model_dump(mode="json", exclude_unset=True)
+    policy["columns"]["email"] = {"kind": "categorical", "domain": "dp"}
+    kept = parse_policy(yaml.safe_dump(policy, sort_keys=False), "email-kept.yaml")
+    ledger = registered_ledger(tmp_path / "ledger.sqlite", kept.dataset.id, PATIENTS)
+    with pytest.raises(IdentifierError) as caught:
+        pipeline.synthesize(PATIENTS, kept, ledger=ledger)
+    message = str(caught.value)
+    assert "'email'" in message
+    assert not _leaks(message.encode(), _literals(raw), _numbers(raw)), message
+    with Ledger.open(ledger) as book:
+        assert [e["kind"] for e in book.entries()][:2] == ["register", "reserve"]
 
 
 def _fast_hipaa(tmp_path: Path):
@@ -137,19 +153,19 @@ def _fast_hipaa(tmp_path: Path):
 
 def test_hipaa_release_byte_scan_finds_no_identifier(raw, tmp_path):
     policy = _fast_hipaa(tmp_path)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = registered_ledger(tmp_path / "ledger.sqlite", policy.dataset.id, PATIENTS)
     release = pipeline.synthesize(PATIENTS, policy, ledger=ledger)
     out = release.write(tmp_path / "bundle", audits_dir=tmp_path / "audits")
 
     files = sorted(p for p in [*out.rglob("*"), *(tmp_path / "audits").rglob("*")]
                    if p.is_file())
     names = {p.relative_to(out).as_posix() for p in files if p.is_relative_to(out)}
-    assert {"public/manifest.json", "internal/report.json", "internal/report.html",
-            "internal/decision.json"} <= names
+    assert {"internal/report.json", "internal/report.html", "internal/decision.json",
+            "internal/run.json"} <= names
     assert {p.name for p in (tmp_path / "audits").rglob("*") if p.is_file()} == {
         "report.json", "report.html"}
     if release.passed:
-        assert {"public/synthetic.csv", "public/synthetic.parquet"} <= names
+        assert {"public/manifest.json", "public/synthetic.csv", "public/synthetic.parquet"} <= names
     else:  # a 240-row table may be blocked (fail closed): then no synthetic file leaves
         assert not (out / "public" / "synthetic.csv").exists()
     files += [p for p in tmp_path.glob("ledger.sqlite*") if p.is_file()]

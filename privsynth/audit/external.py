@@ -40,7 +40,7 @@ def audit_tables(train: str | Path | pd.DataFrame, holdout: str | Path | pd.Data
                  synthetic: str | Path | pd.DataFrame, policy: Policy, *,
                  dp_claim: bool = False, label: str = "external") -> ExternalAudit:
     """Audit ``synthetic`` against the rows its generator trained on and rows it never saw."""
-    frames = [prepare_table(read_table(t), policy) for t in (train, holdout, synthetic)]
+    frames = [prepare_table(read_table(t, policy), policy) for t in (train, holdout, synthetic)]
     train_m, holdout_m, synthetic_m = (f.frame for f in frames)
     schema = audit_schema(policy, train_m)
     synthetic_m = to_model_space(synthetic_m, schema)

@@ -74,7 +74,7 @@ def draft_policy(frame: pd.DataFrame, *, source_name: str) -> str:
         f"name: {slug}-draft",
         f"description: Draft for {_quote(source_name)}; reviewed by nobody yet.",
         "dataset:",
-        f"  id: {slug}                        # names the population; the ledger keys on content",
+        f"  id: {slug}                        # the registered population it is charged to",
         '  missing_values: [""]               # texts marking a missing cell, e.g. ["", "?"]',
         "privacy:",
         "  epsilon: 1.0                       # whole-pipeline epsilon of one release",
