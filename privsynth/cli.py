@@ -140,8 +140,19 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("releases/adult-demo"),
     ledger: Annotated[str, typer.Option(help="Ledger for the demo.")] = ".privsynth/ledger.sqlite",
 ) -> None:
-    """Release the bundled UCI Adult table under policies/adult-demo.yaml (ε = 1)."""
+    """Register the bundled UCI Adult table (total ε = 10, once) and release it under the demo
+    policy (ε = 1)."""
+    from privsynth.privacy.budget_report import register_population  # noqa: PLC0415
+    from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
+
     policy = Path(__file__).parent / "demo" / "adult-demo.yaml"
+    try:
+        with Ledger.open(ledger) as book:
+            register_population(book, console, "uci-adult", data=DEMO_DATA, total_epsilon=10.0,
+                                total_delta=1e-5, officer="privsynth demo", note="demo",
+                                composition="sum", allow_overlap_with=())
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
     release(DEMO_DATA, policy, out, ledger=ledger, device=None, audits=Path("audits"))
 
 

@@ -364,3 +364,23 @@ def test_write_refuses_an_existing_folder(released_bundle):
         from privsynth.release.bundle import write_bundle
 
         write_bundle(object(), released_bundle)
+
+
+def test_dp_bounds_without_mass_is_charged_in_the_ledger(table, adult_policy_path, tmp_path):
+    """Item 7: the DP-bounds 'no mass' error used to drop its charge from the ledger. A column
+    whose every cell is unusable has an all-zero histogram; at a large ε its noise is zero too."""
+    text = small_policy(adult_policy_path, seed=5, epsilon=100.0, encoding_share=0.5)
+    data = yaml.safe_load(text)
+    data["columns"] = {"age": {"kind": "integer", "bounds": "dp", "binning": "uniform"},
+                       "sex": data["columns"]["sex"]}
+    data["audit"].update(quasi_identifiers=[], secrets=[], target=None)
+    policy = parse_policy(yaml.safe_dump(data), "bounds.yaml")
+    frame = pd.DataFrame({"age": ["unknown"] * 600, "sex": ["Male", "Female"] * 300})
+    ledger = registered_ledger(tmp_path / "l.sqlite", POPULATION, frame, total_epsilon=200,
+                               total_delta=1e-3)
+    with pytest.raises(PrivacyError, match="no mass"):
+        pipeline.synthesize(frame, policy, ledger=ledger)
+    with Ledger.open(ledger) as book:
+        charges = [e["details"] for e in book.entries() if e["kind"] == "charge"]
+    assert {"noisy_count", "laplace_histogram"} <= {c["mechanism"] for c in charges}
+    assert any(c["mechanism"] == "laplace_histogram" and c["column"] == "age" for c in charges)

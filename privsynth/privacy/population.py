@@ -283,7 +283,8 @@ class PopulationSketch:
         best = 0.0
         for keys in self.views.values():
             mine = keys[keys < cut] if cut is not None else keys
-            if len(mine) < MIN_SUPPORT:
+            # A sample needs support; complete sketches (every key kept) compare exactly.
+            if len(mine) == 0 or (cut is not None and len(mine) < MIN_SUPPORT):
                 continue
             hits = np.isin(mine, theirs, assume_unique=True).sum()
             best = max(best, float(hits) / len(mine))
