@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _planted_noise import PlantedNoise
 from scipy.stats import beta
 
 from privsynth.encoding.table_encoder import (
@@ -49,16 +50,6 @@ def seeded(seed: int = 0) -> SeededNoise:
     return SeededNoise(np.random.default_rng(seed))
 
 
-class PlantedNoise(NoiseSource):
-    """Noise chosen by the test."""
-
-    name = "planted-test"
-
-    def __init__(self, plant) -> None:
-        self.plant = plant
-
-    def discrete_laplace(self, scale: float, size: int) -> np.ndarray:
-        return np.asarray(self.plant(size), dtype=np.int64)
 
 
 def dlap_moments(scale: float) -> tuple[float, float]:

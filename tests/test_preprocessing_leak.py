@@ -26,6 +26,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from _planted_noise import PlantedNoise
 from scipy.stats import beta
 
 from privsynth.data.table import prepare_table
@@ -34,7 +35,7 @@ from privsynth.errors import PrivacyError
 from privsynth.policy.loader import parse_policy
 from privsynth.privacy import mechanisms
 from privsynth.privacy.events import PrivacySpend
-from privsynth.privacy.noise import NoiseSource, SeededNoise
+from privsynth.privacy.noise import SeededNoise
 
 ALPHA = 1e-3
 CANARY = "CANARY-7f3a9"
@@ -106,16 +107,6 @@ def test_threshold_mechanism_power_against_a_missing_threshold():
     assert clopper_pearson(leaks, 2000)[0] > 0.0081
 
 
-class PlantedNoise(NoiseSource):
-    """Noise chosen by the test: ``plant(size)`` gives the int64 draws."""
-
-    name = "planted-test"
-
-    def __init__(self, plant) -> None:
-        self.plant = plant
-
-    def discrete_laplace(self, scale: float, size: int) -> np.ndarray:
-        return np.asarray(self.plant(size), dtype=np.int64)
 
 
 def test_domain_follows_the_noisy_counts_not_the_raw_ones():
