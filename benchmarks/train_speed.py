@@ -170,7 +170,7 @@ def adult_codes(rows: int, seed: int = 0) -> tuple[np.ndarray, list[int], str]:
     """Adult encoded with the demo policy's public uniform bins, resampled to ``rows``."""
     source = next(p for p in SOURCES if p.exists())
     policy = load_policy(ROOT / "policies" / "adult-demo.yaml")
-    frame = prepare_table(read_table(source), policy).frame
+    frame = prepare_table(read_table(source, policy), policy).frame
     # Benchmark only: uniform bins (free) so no DP estimate is needed to encode.
     columns = {n: r.model_copy(update={"binning": "uniform"}) for n, r in policy.columns.items()}
     policy = policy.model_copy(update={"columns": columns})
