@@ -158,15 +158,19 @@ def demo(
 
 @app.command()
 def verify(bundle: Annotated[Path, typer.Argument(help="A release bundle folder.")]) -> None:
-    """Check a bundle: file hashes match the manifest, and ε recomputes from its inputs."""
-    from privsynth.release.verify import verify_bundle  # noqa: PLC0415
+    """Check a bundle: file hashes match the manifest, and every charge recomputes."""
+    from privsynth.release.verify import NO_PUBLIC_PART, verify_bundle  # noqa: PLC0415
 
     problems = verify_bundle(bundle)
     for problem in problems:
         console.print(f"[red]problem:[/] {problem}")
     if problems:
         raise typer.Exit(EXIT_ERROR)
-    console.print(f"[green]ok[/] {bundle}: hashes match; ε recomputes from the manifest")
+    if not (bundle / "public").exists():
+        console.print(f"[green]ok[/] {bundle}: {NO_PUBLIC_PART}; nothing in it is to be shared")
+        return
+    console.print(f"[green]ok[/] {bundle}: files match the manifest; every charge's ε and δ "
+                  "recompute from its recorded inputs")
 
 
 @app.command()
