@@ -215,9 +215,19 @@ def audit(
 
 
 @policy_app.command("check")
-def policy_check(policies: Annotated[list[Path], typer.Argument(help="Policy files.")]) -> None:
-    """Validate policy files; print every problem with its line; exit 1 on any."""
+def policy_check(
+    policies: Annotated[list[Path], typer.Argument(help="Policy files.")],
+    rows: Annotated[int | None, typer.Option(
+        "--rows", min=1,
+        help="Approximate PUBLIC size of the table (overrides dataset.rows); never a count "
+             "read off the private table.")] = None,
+) -> None:
+    """Validate policy files and pre-flight them: print every problem with its fix; exit 1 on
+    any invalid policy or any finding that would refuse the release. Reads no data."""
+    from rich.markup import escape  # noqa: PLC0415
+
     from privsynth.policy.loader import load_policy  # noqa: PLC0415
+    from privsynth.preflight import preflight  # noqa: PLC0415
 
     failed = False
     for path in policies:
@@ -227,8 +237,24 @@ def policy_check(policies: Annotated[list[Path], typer.Argument(help="Policy fil
             failed = True
             console.print(f"[red]{exc}[/]")
             continue
+        declared = rows if rows is not None else loaded.dataset.rows
         console.print(f"[green]ok[/] {path}: policy '{loaded.name}', ε={loaded.privacy.epsilon}, "
                       f"δ={loaded.privacy.delta:g}, charged to population '{loaded.dataset.id}'")
+        findings = preflight(loaded, declared)
+        size = f"{declared} declared rows" if declared is not None else "no declared row count"
+        if not findings:
+            console.print(f"  pre-flight ({size}): no problem found")
+        for finding in findings:
+            colour = "red" if finding.severity == "refuse" else "yellow"
+            console.print(f"  [{colour}]{finding.severity.upper()}[/] "
+                          f"{escape(f'[{finding.code}] {finding.message}')}",
+                          highlight=False, soft_wrap=True)
+        refused = sum(f.severity == "refuse" for f in findings)
+        if refused:
+            failed = True
+            console.print(f"[red]pre-flight refuses {path}[/] ({size}): {refused} finding(s) "
+                          "above would make the release useless or blocked whatever the data; "
+                          "fix them before spending ε")
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
 

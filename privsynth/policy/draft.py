@@ -10,7 +10,8 @@ What it writes: no cell value and no count. It never fills bounds or category do
 data: every kept column gets ``bounds: dp`` or ``domain: dp`` (estimated with a DP mechanism paid
 from epsilon) and a comment asking the human to declare public values instead where they are
 known (a codebook, a regulation, a form's options). Delta is a fixed default, not derived from the
-row count.
+row count, and ``dataset.rows`` (the public size pre-flight needs) is left as a comment for the
+human to fill from public knowledge.
 """
 
 from __future__ import annotations
@@ -70,12 +71,18 @@ def draft_policy(frame: pd.DataFrame, *, source_name: str) -> str:
         "# What was written: no cell value and no count. Every bound or domain is left to a DP",
         "# estimate (paid from epsilon) until you declare public values. Declared values must",
         "# be public knowledge (a codebook, a form, a regulation), never read off this table.",
+        "# Before any release run `privsynth policy check THIS_FILE --rows N` (N: the table's",
+        "# approximate public size): as drafted, with every bound and domain left to DP, most",
+        "# tables are refused there, each finding naming its fix.",
         "version: 1",
         f"name: {slug}-draft",
         f"description: Draft for {_quote(source_name)}; reviewed by nobody yet.",
         "dataset:",
         f"  id: {slug}                        # the registered population it is charged to",
         '  missing_values: [""]               # texts marking a missing cell, e.g. ["", "?"]',
+        "  # rows: N                          # the table's approximate PUBLIC size (\"about",
+        "  #                                  # 30,000 patients\"), for pre-flight; fill it from",
+        "  #                                  # public knowledge, never by counting this table",
         "privacy:",
         "  epsilon: 1.0                       # whole-pipeline epsilon of one release",
         "  delta: 1.0e-9                      # fixed default; must stay below 1/(10 n)",

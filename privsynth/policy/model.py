@@ -286,11 +286,18 @@ class DatasetPolicy(_Frozen):
     ``missing_values`` lists the texts that mark a missing cell (compared with the cell's
     stripped text; default: only the empty cell). A column's own ``missing_values`` overrides it.
     Native missing values of Parquet or DataFrame input (None, NaN, NaT) are always missing.
+    ``rows`` is an optional approximate, public table size for pre-flight (see the field).
     """
 
     id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
     description: str | None = None
     missing_values: list[str] = Field(default_factory=lambda: [""])
+    #: An approximate, *public* size of the table (e.g. "about 30,000 patients"), used only by
+    #: pre-flight (``privsynth policy check``, the start of a release) to predict before any ε
+    #: is spent whether the release can be useful and pass the gate. It must be public
+    #: knowledge, never a count read off the table: under add/remove adjacency the exact row
+    #: count is private, and the pipeline releases its own DP count N̂ after the reservation.
+    rows: Annotated[int, Field(ge=1)] | None = None
 
 
 class Policy(_Frozen):

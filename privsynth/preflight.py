@@ -1,0 +1,436 @@
+"""Pre-flight: every reason a release would be useless or blocked, known before any ε is spent.
+
+``preflight(policy, rows)`` reads **the policy and a declared, public row count only**: never the
+data. ``rows`` is the size of the whole table as the user declares it (``dataset.rows`` in the
+policy, or ``privsynth policy check POLICY --rows N``): an approximate, public figure ("about
+30,000 patients"), never a count read off the table, which is private under add/remove adjacency
+(the pipeline releases its own DP count N̂ after the reservation). With ``rows = None`` only the
+rules that need no size run, plus one warning saying so.
+
+Every rule below is computed from public quantities; ``n`` is the declared ``rows``,
+``n_train = round(n · (1 - holdout_fraction))`` and ``n_hold = n - n_train`` (the audit balances
+train and holdout to ``n_bal = min(n_train, n_hold, 60,000)``). The encoding stage gives each of
+its ``k`` mechanisms ``ε_e = ε · encoding_share / k`` and, when some DP domain needs δ,
+``δ_e = δ · encoding_share / (DP domains)`` (``count_encoding_mechanisms``). A discrete Laplace
+DLap(1/ε_e) count has expected positive part ``μ = p / (1 - p²)``, ``p = e^{-ε_e}`` (≈ 1/(2ε_e)).
+
+Rules (severity: ``refuse`` = the release is blocked or useless whatever the data; ``warn`` =
+likely poor or likely blocked):
+
+* ``category_threshold`` (``domain: dp``). The threshold mechanism keeps a category only when
+  its noisy count reaches τ = ``threshold_for(1/ε_e, δ_e)``, so at most ``⌊n_train / τ⌋``
+  categories can survive. Refuse when that is below 2 (with τ > n_train every category becomes
+  ``__other__``; with one, the column is a constant plus ``__other__``); warn when τ exceeds 5%
+  of n_train (any category rarer than τ/n_train of the rows is folded into ``__other__``).
+  Fix: declare the public ``domain: [...]`` (free), or raise ε / lower the number of DP
+  mechanisms.
+* ``dp_bounds_noise`` (``bounds: dp``). ``dp_bounds`` puts a DLap(1/ε_e) count on each of the
+  146 cells of the symmetric log grid ±1e-3…±1e15 (quarter decades) and takes the 0.5% and
+  99.5% quantiles of the clipped noisy mass ``T ≈ n_train + 146 μ``. Empty cells carry μ each,
+  so counted from the grid's outer edge the 0.5% tail is used up after about
+  ``j = 0.005 T / μ`` cells: a bound is expected near ``±10^(15 - j/4)`` whatever the data,
+  unless the data themselves reach that far. Refuse when that is beyond ±1e9 (real values then
+  sit in one or two of the column's 64 grid cells: the column comes out as noise, e.g. ±1e13);
+  warn when beyond ±1e6. Fix: declare public ``bounds: [low, high]`` (free).
+* ``quantile_bins_noise`` (``binning: quantile``). One DLap(1/ε_e) count per cell of the
+  column's value grid (``value_grid``: 64 cells, or one per integer up to 256) gives expected
+  noise mass ``cells · μ``. Refuse when it reaches n_train (the edges are placed by the noise
+  more than by the data); warn above n_train / 4. Fix: ``binning: uniform`` (free) or raise ε.
+* ``delta_too_large``. The pipeline refuses δ ≥ 1/(10 N̂). Refuse when δ ≥ 1/(10 n_train);
+  warn when δ ≥ 1/(10 (n_train + 5/ε_e)) (N̂ exceeds n_train + 5/ε_e with probability < 1%).
+* ``dpsgd_*``. q = min(1, E[B] / n_train), steps = ⌈epochs / q⌉, σ =
+  ``calibrate_sigma(ε (1 - share), δ_train, q, steps)``. Refuse when σ cannot be calibrated.
+  The noise added to the sum of all updates, relative to the largest possible summed signal
+  (every clipped gradient aligned), is ``r = σ √d / (E[B] √steps)`` with d the generator's
+  parameter count (estimated from the policy's slot widths and ``hidden``/``latent_dim`` as a
+  VAE). Refuse when r ≥ 1 (noise larger than any signal: the model learns nothing but noise);
+  warn when r ≥ 0.1 (the demo policy on Adult has r ≈ 0.003). Warn when steps < 50 (too few
+  steps to learn; the demo has ~180). Fix: raise ε, more rows, fewer parameters (``hidden``);
+  for few steps, a smaller ``batch_size`` (for small q, r hardly depends on the batch).
+* ``copy_threshold_unreachable`` (``exact_copy``, ``unique_qi``). With n_syn ≈ n_train synthetic
+  rows and not one copy, the gate's upper bound is ``paired_excess_ci(0, 0, n_syn)`` ≈ 3.84/n_syn
+  (Wilson): its smallest possible value. Refuse when that is not below the threshold (the gate
+  blocks every release, e.g. 0.0076 > 0.005 for German credit's 500 training rows; any table
+  under ~770 training rows). Fix: raise the threshold above it, or more rows. A threshold of 0
+  is zero tolerance (counts, not intervals) and is not checked.
+* ``dcr_power`` / ``mia_power``. An honest DCR share is 0.5 with standard error 0.5/√n_bal, an
+  honest AUC 0.5 with about 1/√(6 n_bal) (DeLong). Refuse when 0.5 + 1.96·se reaches the threshold
+  (half of all honest releases blocked); warn when 0.5 + (1.96 + 1.645)·se does (more than 5%).
+  Fix: more rows, a holdout_fraction nearer 0.5, or a higher threshold.
+* ``anonymeter_rows``. Linkability and inference run ``min(anonymeter_attacks, n_bal)`` attacks
+  and the gate blocks on fewer than asked: refuse when n_bal < ``anonymeter_attacks``.
+* ``singling_out_queries``. Univariate singling out builds queries from values that occur once
+  in the synthetic table (plus one ``is null`` and, for numbers, ``<= min``/``>= max`` per
+  column): at most Σ (distinct values + 3) over the columns, where a declared categorical domain
+  of k gives k + 1 (missing), a boolean 3, an integer with declared bounds its range, anything
+  else up to n_train. Refuse when that cap is below ``singling_out_attacks``. Multivariate
+  singling out combines 3 columns: refuse with fewer than 3 modelled columns, warn with fewer
+  than 6 (a 4-column table generated ~110 of 500 queries). Fix: lower
+  ``audit.singling_out_attacks`` or remove ``singling_out`` from ``audit.attacks``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+
+from privsynth.audit.stats import paired_excess_ci
+from privsynth.data.schema import ColumnSchema
+from privsynth.encoding.numeric import value_grid
+from privsynth.encoding.table_encoder import count_encoding_mechanisms, encoding_budget
+from privsynth.policy.model import ColumnPolicy, Policy
+from privsynth.privacy.mechanisms import threshold_for
+
+Severity = Literal["refuse", "warn"]
+
+#: cells of ``dp_bounds``' symmetric log grid (±1e-3 … ±1e15, quarter decades)
+BOUNDS_GRID_CELLS = 146
+#: the audit's cap on rows per side for distance attacks (``audit.context.MAX_DISTANCE_ROWS``)
+_MAX_BALANCED = 60_000
+_Z95, _Z90_ONE_SIDED = 1.96, 1.645
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One predicted problem: ``severity`` refuse or warn, a stable ``code``, the ``column`` it
+    concerns (if any) and a ``message`` that names the column and the fix."""
+
+    severity: Severity
+    code: str
+    message: str
+    column: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.severity.upper()} [{self.code}] {self.message}"
+
+
+def _noise_mass_per_cell(epsilon: float) -> float:
+    """E[max(Z, 0)] for Z ~ DLap(1/ε): p / (1 - p²), p = e^{-ε}."""
+    p = math.exp(-epsilon)
+    return p / (1.0 - p * p)
+
+
+def _split(policy: Policy, rows: int) -> tuple[int, int]:
+    n_train = int(round(rows * (1.0 - policy.audit.holdout_fraction)))
+    return n_train, rows - n_train
+
+
+def _grid_cells(name: str, rule: ColumnPolicy) -> int:
+    """Cells of the column's quantile grid (``value_grid``) when its bounds are public; 64 when
+    they are DP (wide)."""
+    if not isinstance(rule.bounds, tuple):
+        return 64
+    if rule.kind == "datetime":
+        epoch = pd.Timestamp("1970-01-01")
+        bounds = tuple(float((pd.Timestamp(str(v)) - epoch) / pd.Timedelta(days=1))
+                       for v in rule.bounds)
+    else:
+        bounds = tuple(float(v) for v in rule.bounds)
+    return len(value_grid(ColumnSchema(name, rule.kind, bounds=bounds,
+                                       bounds_source="policy"))) - 1
+
+
+def _widths(policy: Policy, n_train: int, tau: int | None) -> list[int]:
+    """Slot widths per modelled column (an estimate where a DP domain decides)."""
+    widths = []
+    for rule in policy.columns.values():
+        if not rule.modelled:
+            continue
+        if rule.kind == "boolean":
+            widths.append(3)
+        elif rule.kind == "categorical":
+            if isinstance(rule.domain, list):
+                widths.append(len(rule.domain) + 1)
+            else:
+                kept = n_train // tau if tau else 20
+                widths.append(min(max(kept, 0), 50) + 2)
+        else:
+            widths.append(rule.bins + 1)
+    return widths
+
+
+def _param_count(widths: list[int], hidden: list[int], latent: int) -> int:
+    """Parameters of a VAE with these slot widths (encoder to 2·latent, decoder back)."""
+    def mlp(sizes: list[int]) -> int:
+        return sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
+    width = sum(widths)
+    return mlp([width, *hidden, 2 * latent]) + mlp([latent, *hidden[::-1], width])
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def preflight(policy: Policy, rows: int | None) -> list[Finding]:
+    """Predict, from ``policy`` and the declared public ``rows`` alone, every reason the release
+    would be useless or blocked whatever the data (rules in the module docstring). Never reads
+    the data."""
+    out: list[Finding] = []
+    budget = encoding_budget(policy)
+    eps_count, delta_count = count_encoding_mechanisms(policy)
+    eps_e = budget.epsilon_each
+    delta_e = budget.delta_each
+    tau = threshold_for(1.0 / eps_e, delta_e) if delta_count else None
+    mu = _noise_mass_per_cell(eps_e)
+    per_mech = (f"ε·encoding_share = {_fmt(policy.privacy.epsilon * policy.privacy.encoding_share)}"
+                f" split over {eps_count} DP mechanisms gives ε = {_fmt(eps_e)} each")
+    modelled = {name: rule for name, rule in policy.columns.items() if rule.modelled}
+    out += _singling_out_rows_free(policy, modelled, rows)
+
+    if rows is None:
+        out.append(Finding(
+            "warn", "rows_not_declared",
+            "no public row count declared: the checks that depend on the table's size (DP "
+            "thresholds and bounds vs rows, DP-SGD noise, the gate's interval widths) were "
+            "skipped; declare an approximate public size as 'dataset.rows' in the policy or "
+            "pass --rows N (never a count read off the table)"))
+        if tau is not None:
+            out.append(Finding(
+                "warn", "category_threshold",
+                f"{per_mech}: every category of a 'domain: dp' column needs about {tau} rows to "
+                "survive (the rest becomes __other__); declare the public category lists "
+                "(domain: [...], free) or raise privacy.epsilon"))
+        return out
+
+    n_train, n_hold = _split(policy, int(rows))
+    if n_train < 2 or n_hold < 1:
+        out.append(Finding("refuse", "too_few_rows",
+                           f"{rows} rows give {n_train} training and {n_hold} holdout rows; "
+                           "a release needs at least 2 and 1: more rows are needed"))
+        return out
+
+    out += _encoding_rules(modelled, n_train, eps_e, tau, mu, per_mech)
+    out += _delta_rule(policy, n_train, eps_e)
+    out += _dpsgd_rules(policy, n_train, tau)
+    out += _gate_rules(policy, modelled, n_train, n_hold)
+    return out
+
+
+def _encoding_rules(modelled: dict[str, ColumnPolicy], n_train: int, eps_e: float,
+                    tau: int | None, mu: float, per_mech: str) -> list[Finding]:
+    out = []
+    for name, rule in modelled.items():
+        if rule.kind == "categorical" and rule.domain == "dp" and tau is not None:
+            most = n_train // tau
+            fix = (f"declare the public category list for '{name}' (domain: [...], free), raise "
+                   "privacy.epsilon, declare other DP bounds/domains to free ε, or drop the column")
+            if most < 2:
+                what = ("every category becomes __other__" if most == 0 else
+                        "at most one category can survive, the rest becomes __other__")
+                out.append(Finding(
+                    "refuse", "category_threshold",
+                    f"column '{name}': {per_mech}; the DP category threshold is τ = {tau} rows "
+                    f"but the training split has about {n_train}: {what}. Fix: {fix}", name))
+            elif tau > 0.05 * n_train:
+                out.append(Finding(
+                    "warn", "category_threshold",
+                    f"column '{name}': {per_mech}; the DP category threshold is τ = {tau} rows "
+                    f"({tau / n_train:.1%} of about {n_train} training rows): at most {most} "
+                    f"categories can survive, rarer ones become __other__. Fix: {fix}", name))
+        if rule.kind not in ("numeric", "integer", "datetime"):
+            continue
+        if rule.bounds == "dp":
+            total = n_train + BOUNDS_GRID_CELLS * mu
+            cells = 0.005 * total / mu
+            magnitude = 15.0 - cells / 4.0
+            fix = (f"declare public bounds for '{name}' (bounds: [low, high], free, e.g. from a "
+                   "codebook or a legal range), raise privacy.epsilon, or drop the column")
+            noise = (f"column '{name}': {per_mech}; DP bounds put about {_fmt(mu)} rows of noise "
+                     f"on each of {BOUNDS_GRID_CELLS} log-grid cells "
+                     f"({_fmt(mu * BOUNDS_GRID_CELLS)} in all) against about {n_train} "
+                     f"training rows, so a bound is expected "
+                     f"near ±1e{max(magnitude, -3):.0f} whatever the data")
+            if magnitude > 9:
+                out.append(Finding("refuse", "dp_bounds_noise",
+                                   f"{noise}: the column would come out as noise. Fix: {fix}",
+                                   name))
+            elif magnitude > 6:
+                out.append(Finding("warn", "dp_bounds_noise",
+                                   f"{noise}: most values would share a few bins. Fix: {fix}",
+                                   name))
+        if rule.binning == "quantile":
+            cells = _grid_cells(name, rule)
+            mass = cells * mu
+            fix = (f"use 'binning: uniform' for '{name}' (free) or raise privacy.epsilon")
+            msg = (f"column '{name}': {per_mech}; DP quantile bins add about {_fmt(mass)} rows of "
+                   f"noise over {cells} grid cells against about {n_train} training rows")
+            if mass >= n_train:
+                out.append(Finding("refuse", "quantile_bins_noise",
+                                   f"{msg}: the bin edges would be set by the noise. Fix: {fix}",
+                                   name))
+            elif mass >= n_train / 4:
+                out.append(Finding("warn", "quantile_bins_noise",
+                                   f"{msg}: the bin edges would be noisy. Fix: {fix}", name))
+    return out
+
+
+def _delta_rule(policy: Policy, n_train: int, eps_e: float) -> list[Finding]:
+    delta = policy.privacy.delta
+    limit = 1.0 / (10.0 * n_train)
+    fix = f"lower privacy.delta below {_fmt(1.0 / (10.0 * (n_train + 5.0 / eps_e)))}"
+    if delta >= limit:
+        return [Finding("refuse", "delta_too_large",
+                        f"privacy.delta = {delta:g} is not below 1/(10·n) = {_fmt(limit)} for "
+                        f"about {n_train} training rows. Fix: {fix}")]
+    if delta >= 1.0 / (10.0 * (n_train + 5.0 / eps_e)):
+        return [Finding("warn", "delta_too_large",
+                        f"privacy.delta = {delta:g} is close to 1/(10·N̂): a noisy row count "
+                        f"above {n_train} may refuse the release after ε is spent. Fix: {fix}")]
+    return []
+
+
+@functools.lru_cache(maxsize=256)
+def _sigma(epsilon: float, delta: float, q: float, steps: int, accountant: str) -> float:
+    from privsynth.privacy.accounting import calibrate_sigma  # noqa: PLC0415 - heavy import
+
+    return calibrate_sigma(epsilon=epsilon, delta=delta, q=q, steps=steps, accountant=accountant)
+
+
+def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]:
+    gen = policy.generator
+    share = policy.privacy.encoding_share
+    eps_train = policy.privacy.epsilon * (1.0 - share)
+    _, delta_count = count_encoding_mechanisms(policy)
+    delta_train = policy.privacy.delta * ((1.0 - share) if delta_count else 1.0)
+    q = min(1.0, gen.batch_size / n_train)
+    batch = q * n_train
+    steps = max(1, math.ceil(gen.epochs / q - 1e-9))
+    out = []
+    try:
+        sigma = _sigma(eps_train, delta_train, q, steps, policy.privacy.accountant)
+    except Exception as exc:  # noqa: BLE001 - any failure of the accountant refuses
+        return [Finding("refuse", "dpsgd_calibration",
+                        f"DP-SGD: no noise multiplier meets ε = {_fmt(eps_train)} at q = "
+                        f"{_fmt(q)} and {steps} steps ({type(exc).__name__}). Fix: raise "
+                        "privacy.epsilon or lower generator.epochs")]
+    d = _param_count(_widths(policy, n_train, tau), list(gen.hidden), gen.latent_dim)
+    ratio = sigma * math.sqrt(d) / (batch * math.sqrt(steps))
+    msg = (f"DP-SGD: ε = {_fmt(eps_train)} over {steps} steps at q = {_fmt(q)} (expected batch "
+           f"{batch:.0f} of about {n_train} training rows) needs noise multiplier σ = "
+           f"{_fmt(sigma)}; on a model of about {d} parameters the noise on the summed updates is "
+           f"{_fmt(ratio)} times the largest possible signal")
+    fix = ("raise privacy.epsilon, use more rows, or a smaller network (generator.hidden); "
+           "declaring public bounds and domains also adds to training only through the "
+           "encoding share")
+    if ratio >= 1:
+        out.append(Finding("refuse", "dpsgd_noise",
+                           f"{msg}: the generator would learn noise. Fix: {fix}"))
+    elif ratio >= 0.1:
+        out.append(Finding("warn", "dpsgd_noise", f"{msg}: expect poor fidelity. Fix: {fix}"))
+    if steps < 50:
+        out.append(Finding(
+            "warn", "dpsgd_few_steps",
+            f"DP-SGD runs only {steps} steps (epochs {gen.epochs:g} at q = {_fmt(q)}): too few to "
+            f"learn. Fix: lower generator.batch_size (e.g. {max(8, n_train // 20)}) so that there "
+            "are more steps per epoch"))
+    return out
+
+
+def _gate_rules(policy: Policy, modelled: dict[str, ColumnPolicy], n_train: int,
+                n_hold: int) -> list[Finding]:
+    audit = policy.audit
+    th = audit.thresholds
+    out = []
+    n_bal = min(n_train, n_hold, _MAX_BALANCED)
+    attacks = set(audit.attacks)
+    for attack, key in (("exact_copy", "exact_copy_rate"), ("unique_qi", "unique_qi_copy_rate")):
+        limit = getattr(th, key)
+        if attack not in attacks or limit == 0:
+            continue
+        floor = paired_excess_ci(0, 0, n_train)[2]
+        if floor >= limit:
+            need = math.ceil(3.84 / limit / (1.0 - audit.holdout_fraction))
+            out.append(Finding(
+                "refuse", "copy_threshold_unreachable",
+                f"audit.thresholds.{key} = {limit:g} cannot be met: with about {n_train} "
+                f"synthetic rows and not one copy, the gate's 95% upper bound is {floor:.4f} "
+                f"(Wilson, 0 events), not below {limit:g}, so every release is blocked. Fix: "
+                f"raise audit.thresholds.{key} above {floor:.4f}, or use a table of at least "
+                f"~{need} rows"))
+    for attack, key, se, what in (
+            ("dcr", "dcr_share", 0.5 / math.sqrt(n_bal), "DCR share"),
+            ("mia", "mia_auc", 1.0 / math.sqrt(6.0 * n_bal), "MIA AUC")):
+        limit = getattr(th, key)
+        if attack not in attacks:
+            continue
+        typical, tail = 0.5 + _Z95 * se, 0.5 + (_Z95 + _Z90_ONE_SIDED) * se
+        fix = (f"use more rows, a holdout_fraction nearer 0.5 (now {audit.holdout_fraction:g}), "
+               f"or raise audit.thresholds.{key} above {tail:.3f}")
+        base = (f"{what} of an honest release on {n_bal} train and {n_bal} holdout rows has "
+                f"standard error {se:.3f}")
+        if typical >= limit:
+            out.append(Finding("refuse", f"{attack}_power",
+                               f"{base}: its typical 95% upper bound {typical:.3f} is not below "
+                               f"audit.thresholds.{key} = {limit:g}; most honest releases would "
+                               f"be blocked. Fix: {fix}"))
+        elif tail >= limit:
+            out.append(Finding("warn", f"{attack}_power",
+                               f"{base}: more than 5% of honest releases would exceed "
+                               f"audit.thresholds.{key} = {limit:g} (upper bound up to "
+                               f"{tail:.3f}). Fix: {fix}"))
+    for attack in ("linkability", "inference"):
+        if attack in attacks and n_bal < audit.anonymeter_attacks:
+            out.append(Finding(
+                "refuse", "anonymeter_rows",
+                f"{attack} needs audit.anonymeter_attacks = {audit.anonymeter_attacks} target "
+                f"rows but the balanced audit sets hold about {n_bal}: the gate would block on "
+                f"too few attacks. Fix: lower audit.anonymeter_attacks to at most {n_bal}"))
+    if "singling_out" in attacks:
+        cap = _univariate_cap(modelled, n_train)
+        if cap < audit.singling_out_attacks:
+            out.append(Finding(
+                "refuse", "singling_out_queries",
+                f"univariate singling out can build at most {cap} distinct queries from these "
+                f"columns' values (declared domains, booleans, about {n_train} rows) but "
+                f"audit.singling_out_attacks = {audit.singling_out_attacks}: the gate would block "
+                f"on too few attacks. Fix: lower audit.singling_out_attacks to at most {cap}, or "
+                "remove singling_out from audit.attacks"))
+    return out
+
+
+def _univariate_cap(modelled: dict[str, ColumnPolicy], n_train: int | None) -> int | float:
+    cap: int | float = 0
+    for rule in modelled.values():
+        if rule.kind == "boolean":
+            distinct: int | float = 3
+        elif rule.kind == "categorical" and isinstance(rule.domain, list):
+            distinct = len(rule.domain) + 1
+        elif rule.kind == "integer" and isinstance(rule.bounds, tuple):
+            low, high = (float(v) for v in rule.bounds)
+            distinct = math.floor(high) - math.ceil(low) + 2
+        else:
+            distinct = n_train if n_train is not None else math.inf
+        cap += distinct + 3
+    return cap
+
+
+def _singling_out_rows_free(policy: Policy, modelled: dict[str, ColumnPolicy],
+                            rows: int | None) -> list[Finding]:
+    if "singling_out" not in policy.audit.attacks:
+        return []
+    fix = ("lower audit.singling_out_attacks or remove singling_out from audit.attacks "
+           "(and rely on exact_copy, dcr and mia)")
+    m = len(modelled)
+    if m < 3:
+        return [Finding("refuse", "singling_out_queries",
+                        f"multivariate singling out combines 3 columns but the policy models "
+                        f"{m}: the attack cannot run and the gate would block. Fix: {fix}")]
+    if m < 6:
+        return [Finding("warn", "singling_out_queries",
+                        f"multivariate singling out on {m} modelled columns has only "
+                        f"{math.comb(m, 3)} column triples and often builds far fewer than "
+                        f"{policy.audit.singling_out_attacks} queries (a 4-column table built "
+                        f"~110 of 500), which blocks the release. Fix: {fix}")]
+    return []
+
+
+def refusals(findings: list[Finding]) -> list[Finding]:
+    """The findings that refuse a release."""
+    return [f for f in findings if f.severity == "refuse"]
+
+
+__all__ = ["Finding", "preflight", "refusals"]
