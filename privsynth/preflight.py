@@ -47,9 +47,10 @@ likely poor or likely blocked):
   warn when r ≥ 0.1 (the demo policy on Adult has r ≈ 0.003). Warn when steps < 50 (too few
   steps to learn; the demo has ~180). Fix: raise ε, more rows, fewer parameters (``hidden``);
   for few steps, a smaller ``batch_size`` (for small q, r hardly depends on the batch).
-* ``copy_threshold_unreachable`` (``exact_copy``, ``unique_qi``). With n_syn ≈ n_train synthetic
-  rows and not one copy, the gate's upper bound is ``paired_excess_ci(0, 0, n_syn)`` ≈ 3.84/n_syn
-  (Wilson): its smallest possible value. Refuse when that is not below the threshold (the gate
+* ``copy_threshold_unreachable`` (``exact_copy``, ``unique_qi``). With n_syn synthetic rows
+  scored (N̂ ≈ n_train, or ``audit_sample_rows`` where the audit draws more) and not one
+  copy, the gate's upper bound is ``paired_excess_ci(0, 0, n_syn)`` ≈ 3.84/n_syn (Wilson):
+  its smallest possible value. Refuse when that is not below the threshold (the gate
   blocks every release, e.g. 0.0076 > 0.005 for German credit's 500 training rows; any table
   under ~770 training rows). Fix: raise the threshold above it, or more rows. A threshold of 0
   is zero tolerance (counts, not intervals) and is not checked.
@@ -341,13 +342,15 @@ def _gate_rules(policy: Policy, modelled: dict[str, ColumnPolicy], n_train: int,
         limit = getattr(th, key)
         if attack not in attacks or limit == 0:
             continue
-        floor = paired_excess_ci(0, 0, n_train)[2]
+        n_syn = _copy_rows(policy, n_train)
+        floor = paired_excess_ci(0, 0, n_syn)[2]
         if floor >= limit:
             need = math.ceil(3.84 / limit / (1.0 - audit.holdout_fraction))
             out.append(Finding(
                 "refuse", "copy_threshold_unreachable",
-                f"audit.thresholds.{key} = {limit:g} cannot be met: with about {n_train} "
-                f"synthetic rows and not one copy, the gate's 95% upper bound is {floor:.4f} "
+                f"audit.thresholds.{key} = {limit:g} cannot be met: with about {n_syn} "
+                f"synthetic rows scored and not one copy, the gate's 95% upper bound is "
+                f"{floor:.4f} "
                 f"(Wilson, 0 events), not below {limit:g}, so every release is blocked. Fix: "
                 f"raise audit.thresholds.{key} above {floor:.4f}, or use a table of at least "
                 f"~{need} rows"))
@@ -390,6 +393,19 @@ def _gate_rules(policy: Policy, modelled: dict[str, ColumnPolicy], n_train: int,
                 f"on too few attacks. Fix: lower audit.singling_out_attacks to at most {cap}, or "
                 "remove singling_out from audit.attacks"))
     return out
+
+
+def _copy_rows(policy: Policy, n_train: int) -> int:
+    """Synthetic rows the copy checks score: the audit's own choice where the audit can draw
+    more rows than it releases (``audit_sample_rows``), else the released N̂ ≈ n_train."""
+    try:
+        from privsynth.audit.stats import audit_sample_rows  # noqa: PLC0415
+    except ImportError:
+        return n_train
+    try:
+        return int(audit_sample_rows(n_train, policy.audit))
+    except AttributeError:  # a policy model without audit.audit_rows
+        return n_train
 
 
 def _univariate_cap(modelled: dict[str, ColumnPolicy], n_train: int | None) -> int | float:

@@ -110,25 +110,30 @@ audit:
 
 
 def test_copy_threshold_that_cannot_be_met_at_the_size_is_refused(tmp_path):
-    """German credit's case: 500 training rows, 0 copies, upper bound 0.0076 > 0.005."""
+    """German credit's case (500 training rows scored, 0 copies: upper bound 0.0076 > 0.005);
+    here with a limit of 1e-5, which no audit sample of this table can resolve (3.84/n)."""
     path = tmp_path / "small.yaml"
-    path.write_text(SMALL.format(rows=1000, copy=0.005))
+    path.write_text(SMALL.format(rows=1000, copy=0.00001))
     policy = load_policy(path)
     assert policy.dataset.rows == 1000
     copy = [f for f in preflight(policy, policy.dataset.rows)
             if f.code == "copy_threshold_unreachable"]
     assert len(copy) == 1 and copy[0].severity == "refuse"
-    assert "0.0076" in copy[0].message and "exact_copy_rate" in copy[0].message
+    assert "exact_copy_rate" in copy[0].message and "raise audit.thresholds" in copy[0].message
     result = CliRunner().invoke(app, ["policy", "check", str(path)])  # rows from the policy
     assert result.exit_code == 1, result.output
     assert "copy_threshold_unreachable" in result.output
-    # the same policy at a size where 0 copies clears the threshold: no such finding
-    assert not [f for f in preflight(policy, 20_000) if f.code == "copy_threshold_unreachable"]
+    # at a size where 0 copies clear the limit (3.84/n < 1e-5): no such finding
+    path.write_text(SMALL.format(rows=1000, copy=0.005))
+    assert not [f for f in preflight(load_policy(path), 20_000)
+                if f.code == "copy_threshold_unreachable"]
     # a raised threshold fixes it, as the message says
     path.write_text(SMALL.format(rows=1000, copy=0.01))
     assert not [f for f in preflight(load_policy(path), 1000)
                 if f.code == "copy_threshold_unreachable"]
     # --rows overrides the policy's declared size
+    path.write_text(SMALL.format(rows=1000, copy=0.00001))
+    assert CliRunner().invoke(app, ["policy", "check", str(path)]).exit_code == 1
     path.write_text(SMALL.format(rows=1000, copy=0.005))
     assert CliRunner().invoke(app, ["policy", "check", str(path), "--rows", "20000"]).exit_code == 0
 
