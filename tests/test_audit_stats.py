@@ -90,17 +90,26 @@ SCHEMA = TableSchema((
 ))
 
 
-def _slow_distance(r1, r2) -> float:
+def _slow_distance(r1, r2, real) -> float:
+    """Reference: numerics at their mid-rank CDF among the pooled real rows ``real``."""
     total = 0.0
-    for name, span in (("x", 10.0), ("d", 365.0)):
+
+    def rank(name, v):
+        vals = real[name].dropna().to_numpy()
+        uniq = np.unique(vals)
+        mids = np.array([(np.sum(vals < u) + 0.5 * np.sum(vals == u)) / vals.size for u in uniq])
+        mids = (mids - mids[0]) / (mids[-1] - mids[0])
+        return float(np.interp(v, uniq, mids))
+
+    for name in ("x", "d"):
         a, b = r1[name], r2[name]
         if math.isnan(a) and math.isnan(b):
             continue
         if math.isnan(a) or math.isnan(b):
             v = a if math.isnan(b) else b
-            total += (min(max(v / span, 0), 1) - 0.5) ** 2 + 0.25
+            total += (rank(name, v) - 0.5) ** 2 + 0.25
         else:
-            total += (min(max(a / span, 0), 1) - min(max(b / span, 0), 1)) ** 2
+            total += (rank(name, a) - rank(name, b)) ** 2
     for name in ("c", "flag"):
         total += 0.0 if r1[name] == r2[name] else 1.0
     return math.sqrt(total)
@@ -122,8 +131,9 @@ def test_mixed_distance_matches_slow_reference():
     emb = fit_embedding(SCHEMA, q, r)
     dist, idx = nearest_neighbors(emb.transform(q), emb.transform(r), 3)
     for i in range(len(q)):
-        slow = sorted(_slow_distance(q.iloc[i], r.iloc[j]) for j in range(len(r)))
-        assert dist[i] == pytest.approx(slow[:3], abs=2e-3)
+        slow = sorted(_slow_distance(q.iloc[i], r.iloc[j], pd.concat([q, r]))
+                      for j in range(len(r)))
+        assert dist[i] == pytest.approx(slow[:3], abs=1e-9)
 
 
 def test_missing_matches_missing_and_copies_are_at_zero():

@@ -73,8 +73,12 @@ class AuditContext:
 
     @property
     def embedding(self) -> Embedding:
+        # rank scaling fitted on the pooled real rows (train and holdout, all of them): what an
+        # attacker who knows the population would use; the synthetic rows only add categories
         return self._get(
-            "embedding", lambda: fit_embedding(self.schema, *self.balanced, self.synth)
+            "embedding",
+            lambda: fit_embedding(self.schema, self.train, self.holdout,
+                                  categories_from=(self.synth,)),
         )
 
     def matrix(self, which: str) -> np.ndarray:
