@@ -10,6 +10,14 @@ A release passes only when *all* of these hold:
   (copies) means zero tolerance: it passes only if the observed count is 0;
 * the run is not a seeded development run (its noise can be regenerated from the seed, so it
   carries no DP claim and is never released, whatever the policy says);
+* the release is better than noise: the audit's utility floor (``AuditPolicy.utility``, on by
+  default; see ``privsynth.policy.model.UtilityFloor``) found no more noise-level columns than
+  allowed and TSTR beats a trivial classifier where a target is named. A utility computation
+  that failed blocks while the floor is on;
+* an attack the table cannot support (anonymeter could not generate its queries) is *not
+  applicable*: neither a pass nor a failure. It is listed in the decision and the report, is not
+  a ``missing_attack``, and counts as no evidence (a release with no gated risk at all is still
+  blocked by ``no_evidence``);
 * the data carry a differential-privacy claim, unless the policy explicitly waives that
   (``require_dp_claim: false``). Black-box attacks cannot tell a non-private generator from a DP
   one (CTGAN without DP scores MIA AUC ~0.51 on Adult), so the guarantee is checked separately.
@@ -49,6 +57,7 @@ class GateDecision:
     require_dp_claim: bool = True
     evidence: str = ""
     development_run: bool = False
+    not_applicable: tuple[str, ...] = ()
 
     @property
     def reason_codes(self) -> tuple[str, ...]:
@@ -66,6 +75,7 @@ class GateDecision:
             "require_dp_claim": self.require_dp_claim,
             "evidence": self.evidence,
             "development_run": self.development_run,
+            "not_applicable": list(self.not_applicable),
         }
 
 
@@ -92,8 +102,9 @@ def decide(
 
     attacks_with_results = {r.attack for r in result.risks}
     failed = {f.attack for f in result.errors}
+    inapplicable = {n.attack for n in result.not_applicable}
     for attack in dict.fromkeys(attacks_requested):
-        if attack not in attacks_with_results and attack not in failed:
+        if attack not in attacks_with_results and attack not in failed | inapplicable:
             reasons.append(
                 f"missing_attack: attack '{attack}' was requested but produced no result")
 
@@ -125,12 +136,15 @@ def decide(
             if not ok:
                 reasons.append(
                     f"threshold_exceeded: {risk.name} upper bound {upper:.4g} is not below "
-                    f"{risk.threshold_key}={threshold:g} (estimate {risk.value:.4g})")
+                    f"{risk.threshold_key}={threshold:g} (estimate {risk.value:.4g})"
+                    + _power_hint(risk, threshold))
         checks.append(GateCheck(
             name=risk.name, attack=risk.attack, threshold_key=risk.threshold_key,
             value=risk.value if finite else None, upper_bound=upper if finite else None,
             threshold=threshold, passed=ok,
         ))
+
+    reasons += _utility_reasons(result.utility or {})
 
     if not checks and not reasons:
         reasons.append("no_evidence: no gated risk was measured, so nothing shows the release "
@@ -148,6 +162,7 @@ def decide(
             "released (remove `seed:` for a release)")
 
     passed = not reasons
+    not_applicable = tuple(f"{n.attack}: {n.reason}" for n in result.not_applicable)
     attack_blocks = any(not r.startswith(("no_dp_claim", "development_run")) for r in reasons)
     if passed:
         evidence = ("passed: every requested attack ran and every risk's upper bound is below "
@@ -165,4 +180,56 @@ def decide(
                     "attacks are evidence, not a guarantee")
     return GateDecision(passed=passed, reasons=tuple(reasons), checks=tuple(checks),
                         dp_claim=dp_claim, require_dp_claim=require_dp_claim, evidence=evidence,
-                        development_run=development_run)
+                        development_run=development_run, not_applicable=not_applicable)
+
+
+def _power_hint(risk, threshold: float) -> str:
+    """When the sample was too small for an honest release to pass reliably, say so and how to
+    fix it (the block stands: an interval too wide to show safety is not a pass)."""
+    from privsynth.audit.stats import auc_min_rows, share_min_rows
+
+    d = risk.details or {}
+    if risk.threshold_key == "mia_auc":
+        n = min(int(d.get("members") or 0), int(d.get("non_members") or 0))
+        need = auc_min_rows(threshold)
+        what = "holdout rows"
+    elif risk.threshold_key == "dcr_share":
+        n, need, what = int(d.get("synthetic_rows") or 0), share_min_rows(threshold), \
+            "synthetic rows"
+    else:
+        return ""
+    if n <= 0 or n >= need:
+        return ""
+    return (f"; underpowered: {n} {what} scored, while an honest release passes this check 95% "
+            f"of the time only from about {need}; raise audit.holdout_fraction (or the table "
+            f"size) so the interval is narrow enough")
+
+
+def _utility_reasons(utility: dict) -> list[str]:
+    """The utility floor's block reasons, phrased for the user who must fix the policy."""
+    if "error" in utility and utility.get("floor_enabled", True):
+        return [f"utility_floor: the utility of the synthetic table could not be measured "
+                f"({utility['error']}), so nothing shows it is better than noise"]
+    floor = utility.get("floor")
+    if not isinstance(floor, dict) or not floor.get("enabled", True) or floor.get("passed"):
+        return []
+    out = []
+    noise = list(floor.get("noise_columns") or [])
+    if len(noise) > int(floor.get("max_noise_columns", 0)):
+        out.append(
+            f"utility_floor: the synthetic table is no better than noise on columns {noise} "
+            f"(their marginals are as far from the real holdout as a generator that learned "
+            f"nothing: all __other__, all missing, or values at the bounds' extremes); declare "
+            f"public bounds/domains for these columns in the policy or raise ε")
+    tstr = floor.get("tstr")
+    if isinstance(tstr, dict) and not tstr.get("passed", True):
+        value = tstr.get("value")
+        shown = "none (a single class in the synthetic target)" if value is None else \
+            f"{value:.3g}"
+        out.append(
+            f"utility_floor: a model trained on the synthetic table predicts the target no "
+            f"better than a trivial one (TSTR {tstr.get('metric')} {shown}, trivial baseline "
+            f"{tstr.get('baseline')}); declare public bounds/domains or raise ε")
+    if not out:
+        out.append("utility_floor: the synthetic table did not pass the utility floor")
+    return out

@@ -49,6 +49,17 @@ class AuditFailure:
 
 
 @dataclass(frozen=True)
+class NotApplicable:
+    """An attack (or one mode of it) that the table cannot support, e.g. anonymeter could not
+    generate its queries. Neither a pass nor a failure: the gate does not count it as evidence
+    and does not block on it; the report shows it with the reason."""
+
+    attack: str
+    reason: str
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AuditResult:
     """Everything the audit found: risks, failures, utility evidence and figure data."""
 
@@ -58,6 +69,7 @@ class AuditResult:
     figures: dict = field(default_factory=dict)
     attacks_requested: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict)
+    not_applicable: tuple[NotApplicable, ...] = ()
 
     def risk(self, name: str) -> RiskResult:
         for r in self.risks:
@@ -73,6 +85,7 @@ class AuditResult:
             "figures": _clean(self.figures),
             "attacks_requested": list(self.attacks_requested),
             "meta": _clean(self.meta),
+            "not_applicable": [_clean(asdict(n)) for n in self.not_applicable],
         }
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from privsynth.audit import anonymeter as _anon
 from privsynth.audit import copies, membership
 from privsynth.audit.context import MAX_DISTANCE_ROWS, AuditContext
-from privsynth.audit.result import AuditFailure, AuditResult, RiskResult
+from privsynth.audit.result import AuditFailure, AuditResult, NotApplicable, RiskResult
 from privsynth.audit.utility import utility_report
 from privsynth.data.schema import TableSchema
 from privsynth.errors import PrivsynthError
@@ -159,6 +159,7 @@ def run_audit(
 
     risks: list[RiskResult] = []
     errors: list[AuditFailure] = []
+    not_applicable: list[NotApplicable] = []
     for name in requested:
         fn = ATTACKS.get(name)
         start = time.perf_counter()
@@ -170,6 +171,9 @@ def run_audit(
         except _Timeout:
             errors.append(AuditFailure(name, "timeout",
                                        f"attack '{name}' ran past timeout_s={config.timeout_s:g}"))
+        except _anon.NotApplicableError as exc:
+            not_applicable.extend(NotApplicable(name, r, d) for r, d in exc.modes)
+            risks.extend(exc.results)
         except _anon.TooFewAttacks as exc:
             errors.append(AuditFailure(name, "too_few_attacks", str(exc)))
         except _anon.MissingConfig as exc:
@@ -192,14 +196,16 @@ def run_audit(
     start = time.perf_counter()
     try:
         utility, ufig = utility_report(schema, ctx.balanced[0], ctx.balanced[1], ctx.synth,
-                                       config.target, ctx.int_seed("utility"))
+                                       config.target, ctx.int_seed("utility"),
+                                       floor=config.utility)
         figures.update(ufig)
-    except Exception as exc:  # noqa: BLE001 - utility is reported, not gated
-        utility = {"error": _safe_message(exc)}
+    except Exception as exc:  # noqa: BLE001 - recorded; the gate blocks if the floor is on
+        utility = {"error": _safe_message(exc), "floor_enabled": config.utility.enabled}
     meta["timings_s"]["utility"] = round(time.perf_counter() - start, 3)
     meta["timings_s"]["total"] = round(sum(meta["timings_s"].values()), 3)
     return AuditResult(risks=tuple(risks), errors=tuple(errors), utility=utility,
-                       figures=figures, attacks_requested=requested, meta=meta)
+                       figures=figures, attacks_requested=requested, meta=meta,
+                       not_applicable=tuple(not_applicable))
 
 
 def _len(frame) -> int | None:

@@ -1,4 +1,8 @@
-"""Utility evidence (reported, never gated): marginals, association differences, TSTR.
+"""Utility evidence: marginals, association differences, TSTR, and the gate's utility floor.
+
+Everything here is reported internally; only the *utility floor* (``floor`` in the result, see
+``privsynth.policy.model.UtilityFloor``) is gated: a release whose columns are no better than a
+generator that learned nothing is blocked.
 
 Only aggregates leave this module, and category labels only when they are public (in the
 schema's domain); any other category is pooled into "(other)". Numeric histograms use bins over
@@ -13,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from privsynth.data.schema import ColumnSchema, TableSchema
+from privsynth.policy.model import UtilityFloor
 
 OTHER = "(other)"
 MISSING = "(missing)"
@@ -186,6 +191,9 @@ def _tstr_inner(schema: TableSchema, target: str, train: pd.DataFrame, holdout: 
         model.fit(x, y)
         pred = model.predict(xte)
         res = {"accuracy": float(accuracy_score(yte, pred))}
+        if len(yte):
+            out["majority_share"] = float(np.bincount(yte[yte >= 0]).max() / len(yte)) \
+                if (yte >= 0).any() else 0.0
         if len(model.classes_) == 2 and len(np.unique(yte)) == 2:
             pos = model.classes_[1]
             res["roc_auc"] = float(roc_auc_score(yte == pos, model.predict_proba(xte)[:, 1]))
@@ -194,9 +202,133 @@ def _tstr_inner(schema: TableSchema, target: str, train: pd.DataFrame, holdout: 
     return out
 
 
+_OTHER_SLOT = "__other__"  # what a DP-discovered domain decodes its merged categories to
+_MISSING_KEY = "\x00missing"
+
+
+def _cells(col: ColumnSchema, real: pd.Series, values: pd.Series) -> tuple[np.ndarray, int]:
+    """Cell index of each value on the real holdout's grid, and the number of cells.
+
+    Numbers: below the real minimum, the real deciles, above the real maximum, missing.
+    Categories: each real label, one cell for anything the real holdout lacks, missing."""
+    if col.is_numeric:
+        r = pd.to_numeric(real, errors="coerce").to_numpy(float)
+        r = r[np.isfinite(r)]
+        edges = np.unique(np.quantile(r, np.linspace(0, 1, 11))) if r.size else np.zeros(1)
+        lo, hi, interior = edges[0], edges[-1], edges[1:-1]
+        k = len(interior) + 1  # cells inside [lo, hi]
+        x = pd.to_numeric(values, errors="coerce").to_numpy(float)
+        cell = 1 + np.searchsorted(interior, x, side="right")
+        cell = np.where(x < lo, 0, np.where(x > hi, k + 1, cell))
+        cell = np.where(np.isnan(x), k + 2, cell)
+        return cell.astype(int), k + 3
+    rl = real.astype(object)
+    labels = sorted({str(v) for v in rl[~pd.isna(rl)]})
+    index = {lab: i for i, lab in enumerate(labels)}
+    v = values.astype(object)
+    miss = pd.isna(v).to_numpy()
+    cell = np.array([index.get(str(x), len(labels)) for x in v], dtype=int)
+    cell = np.where(miss, len(labels) + 1, cell)
+    return cell, len(labels) + 2
+
+
+def _dist(cell: np.ndarray, k: int) -> np.ndarray:
+    return np.bincount(cell, minlength=k)[:k] / max(cell.size, 1)
+
+
+def _trivial_tvds(col: ColumnSchema, real: pd.Series, p_real: np.ndarray,
+                  k: int) -> dict[str, float]:
+    """TVD to the real holdout of generators that learned nothing from the data."""
+    tvd = {}
+
+    def point(value) -> float:
+        cell, _ = _cells(col, real, pd.Series([value], dtype=object if not col.is_numeric
+                                              else float))
+        return float(1.0 - p_real[cell[0]])
+
+    tvd["all_missing"] = float(1.0 - p_real[k - 1])
+    if col.is_numeric:
+        bounds = col.bounds if col.bounds and col.bounds_source is not None else None
+        if bounds is not None and all(math.isfinite(float(b)) for b in bounds):
+            lo, hi = float(bounds[0]), float(bounds[1])
+            tvd["all_at_lower_bound"] = point(lo)
+            tvd["all_at_upper_bound"] = point(hi)
+            if hi > lo:
+                grid = np.linspace(lo, hi, 4001)
+                cell, _ = _cells(col, real, pd.Series(grid))
+                tvd["uniform_over_bounds"] = float(0.5 * np.abs(p_real - _dist(cell, k)).sum())
+    else:
+        tvd["all_other"] = point(_OTHER_SLOT)
+        domain = _public_domain(col)
+        if domain:
+            cell, _ = _cells(col, real, pd.Series(list(domain), dtype=object))
+            tvd["uniform_over_domain"] = float(0.5 * np.abs(p_real - _dist(cell, k)).sum())
+    return tvd
+
+
+def utility_floor(schema: TableSchema, holdout: pd.DataFrame, syn: pd.DataFrame,
+                  tstr: dict | None, config: UtilityFloor) -> dict:
+    """Per-column TVD (real holdout vs synthetic) against trivial generators, and TSTR against a
+    trivial classifier; ``passed`` is False when the release is no better than noise."""
+    columns: dict = {}
+    noise: list[str] = []
+    for col in schema.columns:
+        real = holdout[col.name]
+        cell_r, k = _cells(col, real, real)
+        cell_s, _ = _cells(col, real, syn[col.name])
+        p_real, p_syn = _dist(cell_r, k), _dist(cell_s, k)
+        tvd = float(0.5 * np.abs(p_real - p_syn).sum())
+        trivial = _trivial_tvds(col, real, p_real, k)
+        best = min(trivial, key=trivial.get)
+        judged = tvd >= config.min_tvd
+        is_noise = bool(judged and tvd >= config.noise_tvd_ratio * trivial[best])
+        columns[col.name] = {"tvd": tvd, "trivial_tvd": trivial[best], "trivial": best,
+                             "trivial_tvds": trivial, "judged": bool(judged),
+                             "noise_level": is_noise}
+        if is_noise:
+            noise.append(col.name)
+    tstr_check = None
+    if config.tstr and tstr is not None:
+        tstr_check = _tstr_floor(tstr, config)
+    passed = len(noise) <= config.max_noise_columns and (
+        tstr_check is None or tstr_check["passed"])
+    return {
+        "enabled": config.enabled, "passed": bool(passed or not config.enabled),
+        "noise_columns": noise, "max_noise_columns": config.max_noise_columns,
+        "columns": columns, "tstr": tstr_check,
+        "rule": (f"a column is noise-level when its TVD to the real holdout is at least "
+                 f"{config.noise_tvd_ratio:g} x the TVD of the best trivial generator (all "
+                 f"missing, all __other__ / at a public bound, uniform over the public domain / "
+                 f"bounds) and itself at least {config.min_tvd:g}; blocked "
+                 f"when more than {config.max_noise_columns} column(s) are noise-level or TSTR "
+                 f"does not beat a trivial classifier"),
+    }
+
+
+def _tstr_floor(tstr: dict, config: UtilityFloor) -> dict:
+    syn = tstr.get("synthetic") or {}
+    if tstr.get("metric") == "r2":
+        value = syn.get("r2")
+        ok = value is not None and value > 0
+        return {"metric": "r2", "value": value, "baseline": 0.0, "passed": bool(ok)}
+    if syn.get("roc_auc") is not None:
+        value, base = syn["roc_auc"], 0.5 + config.tstr_auc_margin
+        return {"metric": "roc_auc", "value": value, "baseline": base,
+                "passed": bool(value > base)}
+    value, base = syn.get("accuracy"), tstr.get("majority_share")
+    if value is None:
+        return {"metric": "accuracy", "value": None, "baseline": base, "passed": False,
+                "note": syn.get("note", "no synthetic model")}
+    floor = None if base is None else base - config.tstr_accuracy_slack
+    return {"metric": "accuracy", "value": value, "baseline": floor, "majority_share": base,
+            "passed": bool(floor is None or value > floor)}
+
+
 def utility_report(schema: TableSchema, train: pd.DataFrame, holdout: pd.DataFrame,
-                   syn: pd.DataFrame, target: str | None, seed: int) -> tuple[dict, dict]:
-    """Returns (utility numbers, figure data)."""
+                   syn: pd.DataFrame, target: str | None, seed: int,
+                   floor: UtilityFloor | None = None) -> tuple[dict, dict]:
+    """Returns (utility numbers, figure data). With ``floor``, ``utility["floor"]`` holds the
+    gate's utility-floor evidence."""
     marginals = {c.name: _marginal(c, train[c.name], syn[c.name]) for c in schema.columns}
     cats = {}
     for c in schema.columns:
@@ -222,6 +354,8 @@ def utility_report(schema: TableSchema, train: pd.DataFrame, holdout: pd.DataFra
     }
     if target:
         util["tstr"] = _tstr(schema, target, train, holdout, syn, cats, seed)
+    if floor is not None:
+        util["floor"] = utility_floor(schema, holdout, syn, util.get("tstr"), floor)
     figures = {"marginals": marginals,
                "association_difference": {"columns": schema.names,
                                           "matrix": diff.round(4).tolist()}}

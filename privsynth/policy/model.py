@@ -260,6 +260,46 @@ class Thresholds(_Frozen):
     inference_risk: Annotated[float, Field(ge=0, le=1)] = 0.2
 
 
+class UtilityFloor(_Frozen):
+    """The utility floor of the gate: a release no better than noise is blocked.
+
+    Computed on the raw holdout (like the attacks) and kept internal. For every column, the
+    total-variation distance (TVD) between the real holdout's marginal and the synthetic one is
+    compared with the TVD that *trivial generators* get, ones that learned nothing from the data:
+    all missing; all ``__other__`` (categories) or every value at one end of the public bounds
+    (numbers); uniform over the public domain or bounds. Numbers are binned at the deciles of
+    the real holdout, plus a bin below and one above its range and one for missing, so a column
+    decoded around ±1e13 while real values span thousands falls outside every real bin.
+
+    A column is *noise-level* when its TVD is at least ``noise_tvd_ratio`` (0.9) times the best
+    trivial TVD and itself at least ``min_tvd`` (0.5). Derivation: between two samples of sizes
+    n and m over k cells, the TVD of identical distributions is about
+    sqrt(k / 2π) · sqrt(1/n + 1/m); with k = 12 and n = m = 300 (a small holdout) that is ~0.11,
+    so a TVD of 0.5 is > 4 noise units from a perfect fit and never sampling noise, and a column
+    within 10% of (or worse than) what a generator that learned nothing achieves has recovered
+    none of the marginal. A column nearly uniform over its declared domain (the trivial TVD is
+    small) is judged only if its own TVD reaches 0.5. A noise-level release scores TVD ~1 on
+    every column. A release is blocked when more than ``max_noise_columns`` (0) columns are
+    noise-level.
+
+    Where ``audit.target`` is named, TSTR (train on synthetic, test on the real holdout) must beat
+    a trivial classifier: ROC AUC above 0.5 + ``tstr_auc_margin`` (0.02; binary), accuracy
+    above the majority-class share less ``tstr_accuracy_slack`` (0.05; multi-class, or when the
+    synthetic model's classes differ from the test set's: accuracy is a blunt measure on an
+    imbalanced target, and a weak but real model can sit a point or two under the majority
+    share), R² above 0 (numeric). A synthetic target with a single class (e.g. all
+    ``__other__``) always fails: nothing can be learned from it.
+    """
+
+    enabled: bool = True
+    noise_tvd_ratio: Annotated[float, Field(gt=0, le=1)] = 0.9
+    min_tvd: Annotated[float, Field(gt=0, le=1)] = 0.5
+    max_noise_columns: Annotated[int, Field(ge=0)] = 0
+    tstr: bool = True
+    tstr_auc_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
+    tstr_accuracy_slack: Annotated[float, Field(ge=0, lt=1)] = 0.05
+
+
 class AuditPolicy(_Frozen):
     """How the release is audited before anything leaves."""
 
@@ -278,6 +318,11 @@ class AuditPolicy(_Frozen):
     singling_out_attacks: Annotated[int, Field(ge=10)] = 500
     require_dp_claim: bool = True
     timeout_s: Annotated[float, Field(gt=0)] = 600
+    utility: UtilityFloor = Field(default_factory=UtilityFloor)
+    # Synthetic rows the audit scores (post-processing: more rows drawn from the trained model
+    # than are released, the released rows among them). "auto": enough rows for the copy-rate
+    # intervals to resolve their thresholds (see ``privsynth.audit.stats.audit_sample_rows``).
+    audit_rows: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
 
 
 class DatasetPolicy(_Frozen):

@@ -71,6 +71,8 @@ def build_report(*, scope: dict, columns: dict, mechanism: dict, audit: AuditRes
         "attacks": attacks,
         "failures": [{"attack": e.attack, "reason_code": e.reason_code, "message": e.message}
                      for e in audit.errors],
+        "not_applicable": [{"attack": n.attack, "reason": n.reason, "details": n.details}
+                           for n in audit.not_applicable],
         "utility": audit.utility,
         "figures": audit.figures,
         "audit_settings": audit.meta,
@@ -309,11 +311,42 @@ def _details(attacks: list[dict]) -> str:
     return "".join(out)
 
 
+def _not_applicable(items: list[dict]) -> str:
+    if not items:
+        return ""
+    rows = "".join(f"<tr><td>{_e(n.get('attack'))}</td><td>{_e(n.get('reason'))}</td></tr>"
+                   for n in items)
+    return ("<h3>Not applicable (neither a pass nor a failure)</h3><table class='grid-table'>"
+            "<tr><th>attack</th><th>reason</th></tr>" + rows + "</table>")
+
+
+def _utility_floor(floor: dict) -> str:
+    if not isinstance(floor, dict):
+        return ""
+    verdict = ("<span class='ok'>pass</span>" if floor.get("passed")
+               else "<span class='bad'>fail</span>")
+    if not floor.get("enabled", True):
+        verdict = "<span class='muted'>disabled by the policy</span>"
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td>{_fmt(c.get('tvd'))}</td><td>{_fmt(c.get('trivial_tvd'))}"
+        f" ({_e(c.get('trivial'))})</td><td>"
+        + ("<span class='bad'>noise-level</span>" if c.get("noise_level") else
+           "ok" if c.get("judged") else "<span class='muted'>not judged</span>")
+        + "</td></tr>"
+        for name, c in (floor.get("columns") or {}).items())
+    parts = [f"<h3>Utility floor (gated): {verdict}</h3><p>{_e(floor.get('rule'))}</p>",
+             "<table class='grid-table'><tr><th>column</th><th>TVD to real holdout</th>"
+             "<th>best trivial generator</th><th>verdict</th></tr>" + rows + "</table>"]
+    if floor.get("tstr"):
+        parts.append(_kv_table(floor["tstr"]))
+    return "".join(parts)
+
+
 def _utility(util: dict) -> str:
     if not util:
         return "<p class='muted'>No utility evidence.</p>"
-    flat = {k: v for k, v in util.items() if k not in ("marginal_tvd", "tstr")}
-    parts = [_kv_table(flat)]
+    flat = {k: v for k, v in util.items() if k not in ("marginal_tvd", "tstr", "floor")}
+    parts = [_utility_floor(util.get("floor")), _kv_table(flat)]
     tstr = util.get("tstr")
     if tstr:
         parts.append("<h3>Train on synthetic, test on real (TSTR)</h3>")
@@ -584,12 +617,13 @@ def render_html(report: dict) -> str:
 <p>The gate compares the upper end of each risk's 95% interval with its threshold. Attack
 metrics are computed on raw data and are not covered by epsilon.</p>
 {_attack_table(report.get("attacks", []))}
+{_not_applicable(report.get("not_applicable") or [])}
 <h3>Risks against thresholds</h3>{_risk_bars(report.get("attacks", []))}
 <h3>Membership inference ROC</h3>{_roc(figs)}
 <h3>Distance to closest record: train vs holdout</h3>{_dcr_hist(figs)}
 <h3>Attack details</h3>{_details(report.get("attacks", []))}
 <h2>Failures</h2>{fail_html}
-<h2>Utility (reported, not gated)</h2>{_utility(report.get("utility") or {})}
+<h2>Utility (the floor is gated; the rest is reported)</h2>{_utility(report.get("utility") or {})}
 <h3>Marginals, real vs synthetic</h3>{_marginals(figs)}
 <h3>Association difference |real − synthetic|</h3>{_heatmap(figs)}
 <h2>Audit settings</h2>{_kv_table(report.get("audit_settings"))}

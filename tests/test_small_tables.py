@@ -1,0 +1,138 @@
+"""Statistics that fit the sample (issue 10, "Blocks honest small tables by construction").
+
+* German credit (500 training rows): 0 copies in 500 synthetic rows has a 95% upper bound of
+  0.0077 > 0.005, so every honest release was blocked. The audit now scores more synthetic rows
+  drawn from the trained model than it releases (``audit_sample_rows``, post-processing), so an
+  honest stand-in passes the copy checks and a 1%-copy leak is still blocked.
+* anonymeter's singling out that cannot generate its queries (a low-cardinality table) is
+  "not applicable": no crash, no block, listed in the decision and the report.
+* a small-holdout MIA block says it is underpowered and how to fix it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from privsynth.audit.result import AuditResult, RiskResult
+from privsynth.audit.runner import run_audit
+from privsynth.audit.stats import auc_min_rows, audit_sample_rows
+from privsynth.audit.testing import DATASETS, load_model_space
+from privsynth.data.schema import ColumnSchema, TableSchema
+from privsynth.gate import decide
+from privsynth.policy.model import AuditPolicy, Thresholds
+
+GERMAN = Path(DATASETS) / "german_credit.csv.gz"
+COPY_ATTACKS = ["exact_copy", "unique_qi"]
+
+
+def _product_of_marginals(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """An honest stand-in generator that never saw the training rows: each column resampled
+    independently from the holdout."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({c: frame[c].to_numpy()[rng.integers(0, len(frame), n)]
+                         for c in frame.columns})
+
+
+@pytest.fixture(scope="module")
+def german():
+    if not GERMAN.exists():
+        pytest.skip(f"{GERMAN} is absent (shared datasets not on this machine)")
+    frame, schema = load_model_space("german_credit")
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(frame))
+    train = frame.iloc[idx[:500]].reset_index(drop=True)
+    holdout = frame.iloc[idx[500:]].reset_index(drop=True)
+    return train, holdout, schema
+
+
+def _copy_gate(train, holdout, synthetic, schema):
+    config = AuditPolicy(attacks=COPY_ATTACKS)
+    result = run_audit(train, holdout, synthetic, schema, config, seed=1)
+    return decide(result, Thresholds(), dp_claim=True, require_dp_claim=True,
+                  attacks_requested=COPY_ATTACKS)
+
+
+def test_audit_scores_enough_rows_to_resolve_the_copy_threshold():
+    config = AuditPolicy()
+    n = audit_sample_rows(500, config)
+    assert n >= 7_000  # 3.84 / n well below 0.005
+    assert audit_sample_rows(100_000, config) == 100_000  # never fewer than released
+    assert audit_sample_rows(500, AuditPolicy(audit_rows=2_000)) == 2_000
+
+
+def test_german_credit_honest_release_is_not_blocked_by_copy_rates(german):
+    train, holdout, schema = german
+    n_audit = audit_sample_rows(len(train), AuditPolicy(attacks=COPY_ATTACKS))
+    for seed in range(3):
+        synthetic = _product_of_marginals(holdout, n_audit, seed)
+        decision = _copy_gate(train, holdout, synthetic, schema)
+        copy_checks = [c for c in decision.checks if c.attack in COPY_ATTACKS]
+        assert copy_checks and all(c.passed for c in copy_checks), decision.reasons
+
+
+def test_german_credit_copy_leak_is_still_blocked(german):
+    train, holdout, schema = german
+    n_audit = audit_sample_rows(len(train), AuditPolicy(attacks=COPY_ATTACKS))
+    synthetic = _product_of_marginals(holdout, n_audit, 5)
+    k = n_audit // 100  # 1% of the generator's output copies training rows
+    rng = np.random.default_rng(5)
+    synthetic.iloc[:k] = train.iloc[rng.integers(0, len(train), k)].to_numpy()
+    decision = _copy_gate(train, holdout, synthetic, schema)
+    assert not decision.passed
+    assert any(r.startswith("threshold_exceeded: exact_copy_rate") for r in decision.reasons)
+
+
+def _low_cardinality(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({c: rng.choice(["yes", "no"], n).astype(object)
+                         for c in ("smoker", "insured", "female")})
+
+
+LOW_SCHEMA = TableSchema(tuple(
+    ColumnSchema(c, "categorical", domain=("no", "yes"), domain_source="policy")
+    for c in ("smoker", "insured", "female")))
+
+
+def test_singling_out_without_queries_is_not_applicable_not_a_failure():
+    attacks = ["exact_copy", "singling_out"]
+    real = _low_cardinality(1200, 0)
+    config = AuditPolicy(attacks=attacks)
+    start = time.perf_counter()
+    result = run_audit(real.iloc[:600], real.iloc[600:], _low_cardinality(8000, 1), LOW_SCHEMA,
+                       config, seed=0)
+    assert time.perf_counter() - start < 15
+    assert not result.errors, result.errors
+    na = [n for n in result.not_applicable if n.attack == "singling_out"]
+    assert na and "not applicable" in na[0].reason and "queries" in na[0].reason
+    decision = decide(result, Thresholds(), dp_claim=True, require_dp_claim=True,
+                      attacks_requested=attacks)
+    assert "too_few_attacks" not in decision.reason_codes
+    assert "missing_attack" not in decision.reason_codes
+    assert any(s.startswith("singling_out:") for s in decision.not_applicable)
+    assert decision.passed, decision.reasons
+    assert result.to_dict()["not_applicable"][0]["attack"] == "singling_out"
+
+
+def test_not_applicable_alone_is_no_evidence():
+    from privsynth.audit.result import NotApplicable
+
+    result = AuditResult(risks=(), not_applicable=(NotApplicable("singling_out", "no queries"),),
+                         attacks_requested=("singling_out",))
+    decision = decide(result, Thresholds(), dp_claim=True, require_dp_claim=True,
+                      attacks_requested=["singling_out"])
+    assert not decision.passed and decision.reason_codes == ("no_evidence",)
+
+
+def test_small_holdout_mia_block_names_the_fix():
+    assert 315 < auc_min_rows(0.6) < 400
+    risk = RiskResult("mia_distance_auc", 0.556, 0.511, 0.601, 0.5, "mia_auc",
+                      {"members": 315, "non_members": 315}, "mia")
+    decision = decide(AuditResult(risks=(risk,), attacks_requested=("mia",)), Thresholds(),
+                      dp_claim=True, require_dp_claim=True, attacks_requested=["mia"])
+    assert not decision.passed
+    assert "underpowered" in decision.reasons[0] and "holdout_fraction" in decision.reasons[0]
