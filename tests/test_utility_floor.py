@@ -113,8 +113,9 @@ def test_honest_release_passes_under_dp_published_schema():
                      if c.bounds else None, bounds_source="dp" if c.bounds else None,
                      domain=c.domain, domain_source="dp" if c.domain else None)
         for c in _schema(dp_noise=False).columns))
-    _, decision = _gate(honest, schema)
-    assert decision.passed, decision.reasons
+    result, decision = _gate(honest, schema)
+    assert result.utility["floor"]["passed"], result.utility["floor"]
+    assert "utility_floor" not in decision.reason_codes, decision.reasons
 
 
 def test_one_noise_column_is_named_and_the_policy_can_allow_it():
