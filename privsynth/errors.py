@@ -54,3 +54,13 @@ class AuditError(PrivsynthError):
 
 class GateBlocked(PrivsynthError):
     """Raised by callers who want an exception when the gate blocks a release."""
+
+
+class PreflightRefused(PolicyError):
+    """Pre-flight predicts a useless or blocked release; nothing was reserved."""
+
+    def __init__(self, messages: list[str], source: str = "pre-flight") -> None:
+        self.messages = list(messages)
+        PrivsynthError.__init__(
+            self, "pre-flight refuses the release before any ε is reserved:\n"
+            + "\n".join(f"- {m}" for m in self.messages))

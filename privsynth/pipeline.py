@@ -23,15 +23,17 @@ import pandas as pd
 import torch
 
 from privsynth.audit.runner import AuditResult, run_audit
+from privsynth.audit.stats import audit_sample_rows
 from privsynth.data.split import train_holdout_split
 from privsynth.data.table import prepare_table, read_table, to_model_space
 from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder, encoding_budget
-from privsynth.errors import DataError, LedgerError
+from privsynth.errors import DataError, LedgerError, PreflightRefused
 from privsynth.gate import GateDecision, decide
 from privsynth.generators.dp_sgd import DPSGDConfig, resolve_device
 from privsynth.generators.registry import make_generator
 from privsynth.policy.identifiers import check_identifiers, kind_by_name, pseudonymize
 from privsynth.policy.model import Policy
+from privsynth.preflight import preflight, refusals
 from privsynth.privacy.accounting import check_delta
 from privsynth.privacy.events import PrivacySpend
 from privsynth.privacy.ledger import Ledger, Reservation, default_ledger_location
@@ -105,6 +107,7 @@ def synthesize(
     rng = RandomSource(policy.seed)
     target = _device(policy, device)
     check_header(data, policy)
+    check_preflight(policy)
     book = _open_ledger(ledger, policy, policy_path)
     try:
         return _run(data, policy, book, release_id, rng, target, progress)
@@ -132,10 +135,14 @@ def _run(data, policy: Policy, book: Ledger, release_id: str, rng: RandomSource,
     finally:
         for reservation in reservations:
             book.record_charges(reservation, spend.charges)
-    codes = generator.sample(n_public, generator=rng.torch("sample", target))
-    synthetic = encoder.inverse_transform(codes, rng.numpy("decode"))
+    # The audit may score more rows than are released (post-processing of the trained model),
+    # so copy rates are measured tightly on small tables; the released rows are the first N̂.
+    n_audit = audit_sample_rows(n_public, policy.audit)
+    codes = generator.sample(n_audit, generator=rng.torch("sample", target))
+    audited = encoder.inverse_transform(codes, rng.numpy("decode"))
+    synthetic = audited.iloc[:n_public].reset_index(drop=True)
     schema = encoder.schema
-    audit = run_audit(train, holdout, to_model_space(synthetic, schema), schema, policy.audit,
+    audit = run_audit(train, holdout, to_model_space(audited, schema), schema, policy.audit,
                       seed=rng.seed_int("audit"))
     decision = decide(audit, policy.audit.thresholds, dp_claim=dp_claim(spend, policy, rng.mode),
                       require_dp_claim=policy.audit.require_dp_claim,
@@ -146,7 +153,8 @@ def _run(data, policy: Policy, book: Ledger, release_id: str, rng: RandomSource,
         release_id=release_id, policy=policy, spend=spend, schema=schema,
         synthetic_rows=len(output), seed_mode=rng.mode, column_actions=prepared.actions)
     run_record = build_run_record(
-        release_id=release_id, n_train=len(train), n_holdout=len(holdout), decision=decision,
+        release_id=release_id, n_train=len(train), n_holdout=len(holdout), n_audit=n_audit,
+        decision=decision,
         reservations=[_reservation_facts(book, r) for r in reservations], seed_mode=rng.mode,
         ledger_location=redacted_location(book.location))
     report = _report(manifest, run_record, prepared.actions, audit, decision, schema)
@@ -186,6 +194,18 @@ def check_header(data: str | Path | pd.DataFrame, policy: Policy) -> None:
                         f"e.g. '{unruled[0]}: {{rule: drop}}' or declare their kind")
     if problems:
         raise DataError("; ".join(problems))
+
+
+def check_preflight(policy: Policy) -> None:
+    """Refuse, before anything is reserved, a release that the policy alone (and its declared
+    public row count ``dataset.rows``) shows would be useless or blocked; log the warnings."""
+    findings = preflight(policy, policy.dataset.rows)
+    refused = refusals(findings)
+    if refused:
+        raise PreflightRefused([f.message for f in refused])
+    for finding in findings:
+        if finding.severity == "warn":
+            log.warning("pre-flight [%s] %s", finding.code, finding.message)
 
 
 def dp_row_count(n_rows: int, budget: EncodingBudget, spend: PrivacySpend,

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import privsynth.generators.dp_sgd as dp_sgd
 import privsynth.pipeline as pipeline
 from privsynth.cli import app
-from privsynth.errors import BudgetExceededError, PrivacyError, PrivsynthError
+from privsynth.errors import BudgetExceededError, PreflightRefused, PrivacyError, PrivsynthError
 from privsynth.generators.base import Generator
 from privsynth.policy.loader import load_policy, parse_policy
 from privsynth.privacy.events import Charge, PrivacySpend
@@ -200,7 +200,13 @@ def test_bad_cells_raise_nothing_and_the_run_is_charged(table, adult_policy_path
 def test_delta_is_checked_against_the_dp_count_after_the_charge(table, adult_policy_path,
                                                                  tmp_path):
     ledger = registered_ledger(tmp_path / "l.sqlite", POPULATION, table, total_delta=1e-2)
-    loose = parse_policy(small_policy(adult_policy_path, delta=1e-4))
+    data = yaml.safe_load(small_policy(adult_policy_path, delta=1e-4))
+    declared = parse_policy(yaml.safe_dump(data), "declared.yaml")
+    with pytest.raises(PreflightRefused, match="δ|delta"):  # a declared size: refused for free
+        pipeline.synthesize(table, declared, ledger=ledger)
+    assert reservations(ledger) == []
+    data["dataset"].pop("rows")
+    loose = parse_policy(yaml.safe_dump(data), "loose.yaml")
     with pytest.raises(PrivacyError, match="delta") as info:
         pipeline.synthesize(table, loose, ledger=ledger)
     assert str(ROWS) not in str(info.value)
@@ -384,3 +390,16 @@ def test_dp_bounds_without_mass_is_charged_in_the_ledger(table, adult_policy_pat
         charges = [e["details"] for e in book.entries() if e["kind"] == "charge"]
     assert {"noisy_count", "laplace_histogram"} <= {c["mechanism"] for c in charges}
     assert any(c["mechanism"] == "laplace_histogram" and c["column"] == "age" for c in charges)
+
+
+def test_preflight_refusal_reserves_nothing(table, adult_policy_path, ledger):
+    """Issue 10: what the policy alone shows to be useless is refused before the reservation."""
+    data = yaml.safe_load(small_policy(adult_policy_path))
+    data["dataset"]["rows"] = 1000
+    data["columns"]["education"] = {"kind": "categorical", "domain": "dp"}
+    data["privacy"]["epsilon"] = 0.05
+    policy = parse_policy(yaml.safe_dump(data), "useless.yaml")
+    with pytest.raises(PreflightRefused) as info:
+        pipeline.synthesize(table, policy, ledger=ledger)
+    assert "education" in str(info.value)
+    assert reservations(ledger) == []

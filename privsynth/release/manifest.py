@@ -108,7 +108,7 @@ def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
     }
 
 
-def build_run_record(*, release_id: str, n_train: int, n_holdout: int, decision,
+def build_run_record(*, release_id: str, n_train: int, n_holdout: int, n_audit: int, decision,
                      reservations: list[dict[str, Any]], seed_mode: str,
                      ledger_location: str) -> dict[str, Any]:
     """The internal record of the run: exact counts, reservations and the decision."""
@@ -118,6 +118,7 @@ def build_run_record(*, release_id: str, n_train: int, n_holdout: int, decision,
                   "functions of raw data that ε does not cover. Never share this file.",
         "training_rows": int(n_train),
         "holdout_rows": int(n_holdout),
+        "synthetic_rows_audited": int(n_audit),
         "seed_mode": seed_mode,
         "ledger": ledger_location,
         "reservations": reservations,
