@@ -345,8 +345,8 @@ MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ release
     m("exact-row-count-released", "release", "the synthetic table (and the manifest's row "
       "figure) has the exact N rows instead of N̂", PIPELINE,
-      "codes = generator.sample(n_public, generator=",
-      "codes = generator.sample(len(train), generator=",
+      "synthetic = audited.iloc[:n_public].reset_index(drop=True)",
+      "synthetic = audited.iloc[:len(train)].reset_index(drop=True)",
       f"{T_MUT_REL}::test_the_output_and_manifest_carry_the_dp_row_count", ci=False),
     m("dp-claim-ignores-seed", "release", "the DP claim is granted to a seeded development "
       "run", PIPELINE,
