@@ -59,8 +59,5 @@ class GateBlocked(PrivsynthError):
 class PreflightRefused(PolicyError):
     """Pre-flight predicts a useless or blocked release; nothing was reserved."""
 
-    def __init__(self, messages: list[str], source: str = "pre-flight") -> None:
-        self.messages = list(messages)
-        PrivsynthError.__init__(
-            self, "pre-flight refuses the release before any ε is reserved:\n"
-            + "\n".join(f"- {m}" for m in self.messages))
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(messages, "pre-flight (nothing was reserved)")

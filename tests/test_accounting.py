@@ -36,8 +36,9 @@ from privsynth.privacy.accounting import (
     dpsgd_epsilon,
 )
 from privsynth.privacy.events import Charge, PrivacySpend
-from privsynth.privacy.mechanisms import charge_cost, threshold_for, threshold_tail
+from privsynth.privacy.mechanisms import threshold_for, threshold_tail
 from privsynth.release.manifest import build_manifest
+from privsynth.release.verify import recompute_charges
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="opacus")
 warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
@@ -212,10 +213,10 @@ def _manifest(spend: PrivacySpend) -> dict:
         synthetic_rows=1000, seed_mode="os-entropy", column_actions={})
 
 
+
 def recompute_epsilon(manifest: dict) -> float:
     """What `privsynth verify` does: every charge's ε from its recorded inputs, summed."""
-    return sum(charge_cost(c["mechanism"], c["params"], c["delta"])[0]
-               for c in manifest["privacy"]["charges"])
+    return sum(eps for eps, _ in recompute_charges(manifest))
 
 
 @pytest.mark.parametrize("accountant", ["prv", "rdp"])

@@ -44,10 +44,10 @@ from privsynth.generators.registry import make_generator
 from privsynth.policy.loader import parse_policy
 from privsynth.privacy.events import PrivacySpend
 from privsynth.privacy.ledger import Ledger
-from privsynth.privacy.mechanisms import charge_cost
 from privsynth.privacy.noise import SeededNoise
 from privsynth.privacy.rng import RandomSource
 from privsynth.release.manifest import build_manifest
+from privsynth.release.verify import recompute_charges
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module="opacus")
 
@@ -230,10 +230,10 @@ def test_encoding_and_training_read_private_data_only_through_mechanisms(
     book.close()
 
 
+
 def recompute_epsilon(manifest: dict) -> float:
     """What `privsynth verify` does: every charge's ε from its recorded inputs, summed."""
-    return sum(charge_cost(c["mechanism"], c["params"], c["delta"])[0]
-               for c in manifest["privacy"]["charges"])
+    return sum(eps for eps, _ in recompute_charges(manifest))
 
 
 def test_whole_pipeline_reads_private_data_only_through_mechanisms(table, monkeypatch, tmp_path):

@@ -79,14 +79,21 @@ def _header_problems(manifest: dict) -> list[str]:
     return problems
 
 
-def _charge_problems(manifest: dict) -> list[str]:
+def recompute_charges(manifest: dict) -> list[tuple[float, float]]:
+    """(ε, δ) of every charge of a manifest, recomputed from its recorded inputs alone."""
     from privsynth.privacy.mechanisms import charge_cost  # noqa: PLC0415 (heavy import)
 
+    return [charge_cost(c["mechanism"], c["params"], c["delta"])
+            for c in manifest["privacy"]["charges"]]
+
+
+def _charge_problems(manifest: dict) -> list[str]:
     privacy = manifest["privacy"]
     problems: list[str] = []
     total_eps = total_delta = 0.0
-    for i, charge in enumerate(privacy["charges"], start=1):
-        eps, delta = charge_cost(charge["mechanism"], charge["params"], charge["delta"])
+    costs = recompute_charges(manifest)
+    for i, (charge, (eps, delta)) in enumerate(zip(privacy["charges"], costs, strict=True),
+                                               start=1):
         label = f"charge {i} ({charge['mechanism']}, column {charge.get('column')})"
         if not _close(eps, charge["epsilon"]):
             problems.append(f"{label}: ε stated {charge['epsilon']!r} but recomputed {eps!r}")
