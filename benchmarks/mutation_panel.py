@@ -360,8 +360,8 @@ MUTANTS: list[Mutant] = [
       f"{T_PIPE}::test_a_copying_synthesizer_is_blocked_and_writes_nothing_public", ci=False),
     m("verify-trusts-stated-charge", "release", "verify takes each charge's stated ε and δ "
       "instead of recomputing them", VERIFY,
-      'eps, delta = charge_cost(charge["mechanism"], charge["params"], charge["delta"])',
-      'eps, delta = float(charge["epsilon"]), float(charge["delta"])',
+      'return [charge_cost(c["mechanism"], c["params"], c["delta"])',
+      'return [(float(c["epsilon"]), float(c["delta"]))',
       f"{T_MUT_REL}::test_verify_recomputes_every_charge"),
 ]
 
