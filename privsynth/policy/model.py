@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -66,6 +67,14 @@ class ColumnPolicy(_Frozen):
     * ``missing_values``: the texts that mark a missing cell in this column, overriding the
       dataset's ``missing_values``. A value listed in the column's declared ``domain`` (or a key
       of its ``generalize.mapping``) is never treated as missing.
+    * ``complete: true``: the column has no missing values (a public fact, e.g. a required
+      field). It gets no missing slot, so no synthetic row is missing there; a missing cell in
+      the private table takes the lower bound (or the first category), row by row, uncounted.
+    * ``point_masses``: exact values of a numeric or integer column that analysts rely on (0,
+      an assay limit, a top code), each modelled as a slot of its own and decoded exactly.
+    * ``transform: asinh`` (with ``transform_scale``, default 1): bin a heavy-tailed numeric or
+      integer column on ``asinh(x / transform_scale)``: log-like for large values, linear near
+      0, any sign.
 
     Every cell is converted on its own: a cell that does not parse as the declared kind, falls
     outside band edges, has no entry in a mapping or lies outside a declared domain becomes
@@ -82,6 +91,10 @@ class ColumnPolicy(_Frozen):
     generalize: Generalize | None = None
     identifier: bool = False
     missing_values: list[str] | None = None
+    complete: bool = False
+    point_masses: list[float] | None = None
+    transform: Literal["linear", "asinh"] = "linear"
+    transform_scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     note: str | None = None
 
     @model_validator(mode="after")
@@ -114,7 +127,25 @@ class ColumnPolicy(_Frozen):
                 raise ValueError("bounds must satisfy low < high")
         if isinstance(self.domain, list) and len(set(map(str, self.domain))) != len(self.domain):
             raise ValueError("domain lists a category twice")
+        self._check_numeric_shape()
         return self
+
+    def _check_numeric_shape(self) -> None:
+        numeric = self.kind in ("numeric", "integer")
+        if self.point_masses is not None:
+            if not numeric:
+                raise ValueError("'point_masses' applies to numeric and integer columns only")
+            if len(set(self.point_masses)) != len(self.point_masses):
+                raise ValueError("point_masses lists a value twice")
+            if not all(math.isfinite(v) for v in self.point_masses):
+                raise ValueError("point_masses must be finite numbers")
+            if isinstance(self.bounds, tuple):
+                low, high = self.bounds
+                outside = [v for v in self.point_masses if not low <= v <= high]
+                if outside:
+                    raise ValueError(f"point_masses {outside} lie outside bounds [{low}, {high}]")
+        if self.transform != "linear" and not numeric:
+            raise ValueError("'transform: asinh' applies to numeric and integer columns only")
 
     @property
     def modelled(self) -> bool:
