@@ -31,3 +31,14 @@ def shared_table(name: str) -> pd.DataFrame:
     if not path.exists():
         pytest.skip(f"{path} is not present on this machine")
     return pd.read_csv(path)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_key_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Point PRIVSYNTH_KEY_DIR at a temporary folder so no test reads or writes the user's keys
+    (session-wide: bundles signed in one test verify in another against the same key)."""
+    path = tmp_path_factory.mktemp("privsynth-keys")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PRIVSYNTH_KEY_DIR", str(path))
+    yield path
+    mp.undo()
