@@ -22,18 +22,23 @@ class CategoricalEncoder:
 
     schema: ColumnSchema
     categories: tuple[str, ...]
+    complete: bool = False
 
     @property
     def width(self) -> int:
-        """Slots: categories (with ``__other__`` if any), plus one for missing."""
-        return len(self.categories) + 1
+        """Slots: categories (with ``__other__`` if any), plus one for missing unless the
+        column is declared complete."""
+        return len(self.categories) + (0 if self.complete else 1)
 
     def encode(self, values: pd.Series) -> np.ndarray:
-        """Slot index per row; the last slot means missing."""
+        """Slot index per row; the last slot means missing. In a column declared complete a
+        missing cell (or one outside the domain, with no ``__other__``) takes slot 0: a
+        row-local rule, so no count of such cells exists."""
         index = {c: i for i, c in enumerate(self.categories)}
-        other = index.get(OTHER, self.width - 1)
+        absent = 0 if self.complete else len(self.categories)
+        other = index.get(OTHER, absent)
         return np.fromiter(
-            (self.width - 1 if v is None or v != v else index.get(v, other) for v in values),
+            (absent if v is None or v != v else index.get(v, other) for v in values),
             dtype=np.int64, count=len(values),
         )
 

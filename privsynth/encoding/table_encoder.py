@@ -118,7 +118,7 @@ def _fit_column(name: str, series: pd.Series, rule: ColumnPolicy, budget: Encodi
 def _fit_categorical(name, series, rule, budget, spend, noise) -> CategoricalEncoder:
     if rule.kind == "boolean":
         schema = ColumnSchema(name, "boolean", domain=("false", "true"), domain_source="policy")
-        return CategoricalEncoder(schema, ("false", "true"))
+        return CategoricalEncoder(schema, ("false", "true"), rule.complete)
     if rule.domain == "dp":
         kept, _, charge = mechanisms.threshold_domain(
             series.to_numpy(dtype=object), budget.epsilon_each, budget.delta_each, noise,
@@ -126,10 +126,10 @@ def _fit_categorical(name, series, rule, budget, spend, noise) -> CategoricalEnc
         spend.add(charge)
         categories = (*kept, OTHER)
         schema = ColumnSchema(name, "categorical", domain=categories, domain_source="dp")
-        return CategoricalEncoder(schema, categories)
+        return CategoricalEncoder(schema, categories, rule.complete)
     categories = tuple(dict.fromkeys(category_text(v) for v in rule.domain))
     schema = ColumnSchema(name, "categorical", domain=categories, domain_source="policy")
-    return CategoricalEncoder(schema, categories)
+    return CategoricalEncoder(schema, categories, rule.complete)
 
 
 def _fit_numeric(name, series, rule, budget, spend, noise) -> NumericEncoder:
@@ -146,18 +146,25 @@ def _fit_numeric(name, series, rule, budget, spend, noise) -> NumericEncoder:
         bounds = tuple(_model_number(v, rule.kind) for v in rule.bounds)
         source = "policy"
     schema = ColumnSchema(name, rule.kind, bounds=bounds, bounds_source=source)
-    grid = value_grid(schema)
+    masses = tuple(float(v) for v in (rule.point_masses or ()) if bounds[0] <= v <= bounds[1])
+    grid = value_grid(schema, transform=rule.transform, transform_scale=rule.transform_scale)
+    shape = {"point_masses": masses, "transform": rule.transform,
+             "transform_scale": rule.transform_scale, "complete": rule.complete}
     if rule.binning == "quantile":
-        # Clip to the bounds first: top and bottom coding is part of the public rule.
+        # Clip to the bounds first: top and bottom coding is part of the public rule. Values at
+        # a point mass have a slot of their own, so they do not shape the bins.
+        clipped = np.clip(values, *bounds)
+        clipped[np.isin(clipped, masses)] = np.nan
+        axis = NumericEncoder(schema, grid, grid, np.zeros(len(grid) - 1), **shape)
         noisy, charge = mechanisms.laplace_histogram(
-            np.clip(values, *bounds), grid, budget.epsilon_each, noise, column=name)
+            axis.forward(clipped), grid, budget.epsilon_each, noise, column=name)
         spend.add(charge)
         mass = np.clip(noisy, 0, None)  # int64 noisy counts: nothing full-precision persists
         edges = mechanisms.quantile_edges_from_histogram(grid, mass, rule.bins)
     else:
         mass = np.zeros(len(grid) - 1, dtype=np.int64)
         edges = uniform_edges(grid, rule.bins)
-    return NumericEncoder(schema, edges, grid, mass)
+    return NumericEncoder(schema, edges, grid, mass, **shape)
 
 
 def _model_number(value, kind: str) -> float:

@@ -141,15 +141,21 @@ def _schema_from_dict(d: dict[str, Any]) -> ColumnSchema:
 def _encoder_to_dict(e: CategoricalEncoder | NumericEncoder) -> dict[str, Any]:
     if isinstance(e, CategoricalEncoder):
         return {"type": "categorical", "schema": _schema_to_dict(e.schema),
-                "categories": list(e.categories)}
+                "categories": list(e.categories), "complete": e.complete}
     return {"type": "numeric", "schema": _schema_to_dict(e.schema),
             "edges": [float(x) for x in e.edges], "grid": [float(x) for x in e.grid],
-            "grid_mass": [int(x) for x in e.grid_mass]}
+            "grid_mass": [int(x) for x in e.grid_mass],
+            "point_masses": [float(x) for x in e.point_masses], "transform": e.transform,
+            "transform_scale": float(e.transform_scale), "complete": e.complete}
 
 
 def _encoder_from_dict(d: dict[str, Any]) -> CategoricalEncoder | NumericEncoder:
     schema = _schema_from_dict(d["schema"])
     if d["type"] == "categorical":
-        return CategoricalEncoder(schema, tuple(d["categories"]))
+        return CategoricalEncoder(schema, tuple(d["categories"]), bool(d.get("complete", False)))
     return NumericEncoder(schema, np.array(d["edges"]), np.array(d["grid"]),
-                          np.array(d["grid_mass"], dtype=np.int64))
+                          np.array(d["grid_mass"], dtype=np.int64),
+                          point_masses=tuple(float(x) for x in d.get("point_masses", ())),
+                          transform=str(d.get("transform", "linear")),
+                          transform_scale=float(d.get("transform_scale", 1.0)),
+                          complete=bool(d.get("complete", False)))
