@@ -147,3 +147,27 @@ def test_bad_shapes_are_policy_errors_naming_the_column(rule, message):
     with pytest.raises(PolicyError) as info:
         _policy(f"  x: {rule}\n")
     assert message in str(info.value) and "x" in str(info.value)
+
+
+def test_dp_point_masses_find_the_frequent_exact_values_and_are_charged(lending):
+    columns = ("  total_bal_il: {kind: numeric, bounds: [-1000, 600000], binning: uniform, "
+               "point_masses: dp}\n"
+               "  int_rate: {kind: numeric, bounds: [0, 40], binning: uniform, "
+               "point_masses: dp}\n")
+    policy = _policy(columns, epsilon=2.0)
+    spend = PrivacySpend()
+    prepared = prepare_table(lending[list(policy.columns)], policy).frame
+    budget = encoding_budget(policy)
+    encoder = TableEncoder.fit(prepared, policy, budget, spend,
+                               SeededNoise(np.random.default_rng(3)))
+    bal, rate = encoder.encoders
+    # 11% zeros (about 1,100 rows) clear a threshold of a few dozen rows; interest rates are
+    # set per loan grade, so dozens of exact rates clear it: the most frequent 8 are kept
+    assert 0.0 in bal.point_masses
+    assert len(rate.point_masses) == 8
+    kinds = [(c.mechanism, c.column) for c in spend.charges]
+    assert kinds.count(("threshold_domain", "total_bal_il")) == 1
+    assert kinds.count(("threshold_domain", "int_rate")) == 1
+    # the two thresholds took their share of the encoding budget: 1 count + 2 thresholds
+    assert budget.mechanisms == 3
+    assert sum(c.epsilon for c in spend.charges) == pytest.approx(2 * budget.epsilon_each)

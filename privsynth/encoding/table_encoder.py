@@ -23,6 +23,9 @@ from privsynth.privacy.noise import NoiseSource
 
 ColumnEncoder = NumericEncoder | CategoricalEncoder
 
+#: ``point_masses: dp`` keeps at most this many values (those with the largest noisy counts).
+MAX_DP_POINT_MASSES = 8
+
 
 @dataclass(frozen=True)
 class EncodingBudget:
@@ -49,6 +52,9 @@ def count_encoding_mechanisms(policy: Policy) -> tuple[int, int]:
             continue
         if rule.kind in ("numeric", "integer", "datetime"):
             eps_count += (rule.bounds == "dp") + (rule.binning == "quantile")
+            if rule.point_masses == "dp":
+                eps_count += 1
+                delta_count += 1
         elif rule.kind == "categorical" and rule.domain == "dp":
             eps_count += 1
             delta_count += 1
@@ -146,7 +152,7 @@ def _fit_numeric(name, series, rule, budget, spend, noise) -> NumericEncoder:
         bounds = tuple(_model_number(v, rule.kind) for v in rule.bounds)
         source = "policy"
     schema = ColumnSchema(name, rule.kind, bounds=bounds, bounds_source=source)
-    masses = tuple(float(v) for v in (rule.point_masses or ()) if bounds[0] <= v <= bounds[1])
+    masses = _point_masses(name, values, bounds, rule, budget, spend, noise)
     grid = value_grid(schema, transform=rule.transform, transform_scale=rule.transform_scale)
     shape = {"point_masses": masses, "transform": rule.transform,
              "transform_scale": rule.transform_scale, "complete": rule.complete}
@@ -165,6 +171,20 @@ def _fit_numeric(name, series, rule, budget, spend, noise) -> NumericEncoder:
         mass = np.zeros(len(grid) - 1, dtype=np.int64)
         edges = uniform_edges(grid, rule.bins)
     return NumericEncoder(schema, edges, grid, mass, **shape)
+
+
+def _point_masses(name, values, bounds, rule, budget, spend, noise) -> tuple[float, ...]:
+    """The declared point masses inside the bounds, or those the DP threshold finds."""
+    if rule.point_masses != "dp":
+        return tuple(float(v) for v in (rule.point_masses or ()) if bounds[0] <= v <= bounds[1])
+    clipped = np.clip(values[~np.isnan(values)], *bounds)
+    kept, noisy, charge = mechanisms.threshold_domain(
+        np.array([repr(float(v)) for v in clipped], dtype=object), budget.epsilon_each,
+        budget.delta_each, noise, column=name)
+    spend.add(charge)
+    # post-processing: the most frequent ones by noisy count, so the slots stay few
+    top = np.argsort(-np.asarray(noisy), kind="stable")[:MAX_DP_POINT_MASSES]
+    return tuple(sorted(float(kept[i]) for i in top))
 
 
 def _model_number(value, kind: str) -> float:

@@ -71,7 +71,10 @@ class ColumnPolicy(_Frozen):
       field). It gets no missing slot, so no synthetic row is missing there; a missing cell in
       the private table takes the lower bound (or the first category), row by row, uncounted.
     * ``point_masses``: exact values of a numeric or integer column that analysts rely on (0,
-      an assay limit, a top code), each modelled as a slot of its own and decoded exactly.
+      an assay limit, a top code), each modelled as a slot of its own and decoded exactly; or
+      ``dp`` to find them with the DP threshold mechanism (the values, after clipping to the
+      bounds, whose noisy count reaches the threshold τ, at most 8 of them; paid like
+      ``domain: dp``).
     * ``transform: asinh`` (with ``transform_scale``, default 1): bin a heavy-tailed numeric or
       integer column on ``asinh(x / transform_scale)``: log-like for large values, linear near
       0, any sign.
@@ -92,7 +95,7 @@ class ColumnPolicy(_Frozen):
     identifier: bool = False
     missing_values: list[str] | None = None
     complete: bool = False
-    point_masses: list[float] | None = None
+    point_masses: list[float] | Literal["dp"] | None = None
     transform: Literal["linear", "asinh"] = "linear"
     transform_scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     note: str | None = None
@@ -132,9 +135,9 @@ class ColumnPolicy(_Frozen):
 
     def _check_numeric_shape(self) -> None:
         numeric = self.kind in ("numeric", "integer")
-        if self.point_masses is not None:
-            if not numeric:
-                raise ValueError("'point_masses' applies to numeric and integer columns only")
+        if self.point_masses is not None and not numeric:
+            raise ValueError("'point_masses' applies to numeric and integer columns only")
+        if isinstance(self.point_masses, list):
             if len(set(self.point_masses)) != len(self.point_masses):
                 raise ValueError("point_masses lists a value twice")
             if not all(math.isfinite(v) for v in self.point_masses):
