@@ -10,19 +10,18 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import ledger_helpers
+from ledger_helpers import people, raw_sql
 
 from privsynth.errors import BudgetExceededError, LedgerError, PolicyError
 from privsynth.policy.loader import parse_policy
@@ -30,6 +29,8 @@ from privsynth.privacy.events import Charge
 from privsynth.privacy.ledger import Ledger, default_ledger_location, from_micro, to_micro
 from privsynth.privacy.population import canonical_text, read_population_table
 
+pg_server = ledger_helpers.pg_server  # fixtures: a throw-away PostgreSQL server ...
+location = ledger_helpers.location  # ... and a fresh SQLite or PostgreSQL ledger location
 POP = "ds"
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "privsynth" / "demo" / "adult.csv.gz"
@@ -37,13 +38,7 @@ DEMO = ROOT / "privsynth" / "demo" / "adult.csv.gz"
 
 def _people(seed: int = 0, n: int = 400) -> pd.DataFrame:
     """A small table of distinct people (as text, the way the register command reads it)."""
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "person": [f"p{seed}-{i:05d}" for i in range(n)],
-        "age": rng.integers(18, 90, n).astype(str),
-        "income": rng.integers(1000, 99999, n).astype(str),
-        "city": rng.choice(["Lyon", "Graz", "Oslo", "Turku"], n),
-    })
+    return people(seed, n)
 
 
 def _register(ledger: Ledger, population: str = POP, total: float = 1.0,
@@ -53,105 +48,9 @@ def _register(ledger: Ledger, population: str = POP, total: float = 1.0,
                            composition=composition)
 
 
-# ---------------------------------------------------------------------- PostgreSQL server
-def _pg_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    for candidate in [shutil.which("pg_ctl"), *found]:
-        if candidate and Path(candidate).exists():
-            return Path(candidate).resolve().parent
-    return None
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    """Start a throw-away PostgreSQL server on a Unix socket; yield a URL factory."""
-    try:
-        import psycopg
-    except ImportError:
-        pytest.skip("PostgreSQL ledger tests skipped: psycopg is not installed "
-                    "(pip install 'privsynth[postgres]')")
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL ledger tests skipped: no initdb/pg_ctl found "
-                    "(apt-get install -y postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="privsynth-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        user = "postgres" if _user_exists("postgres") else "nobody"
-        shutil.chown(root, user)
-        shutil.chown(sock, user)
-        prefix = ["runuser", "-u", user, "--"]
-    port = str(random.randint(20000, 60000))
-    env = {**os.environ, "LC_ALL": "C"}
-    init = subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-A", "trust",
-                           "-U", "privsynth", "--no-sync", "-E", "UTF8"],
-                          capture_output=True, text=True, env=env)
-    if init.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"PostgreSQL ledger tests skipped: initdb failed: {init.stderr[-300:]}")
-    opts = f"-k {sock} -p {port} -c listen_addresses='' -c fsync=off -c max_connections=60"
-    start = subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts,
-                            "-l", str(root / "log"), "-w", "-t", "60", "start"],
-                           capture_output=True, text=True, env=env)
-    if start.returncode != 0:
-        log = (root / "log").read_text() if (root / "log").exists() else start.stderr
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"PostgreSQL ledger tests skipped: server did not start: {log[-300:]}")
-    base = f"postgresql://privsynth@/postgres?host={sock}&port={port}"
-
-    def new_database() -> str:
-        name = "ledger_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return f"postgresql://privsynth@/{name}?host={sock}&port={port}"
-
-    try:
-        yield new_database
-    finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True, env=env)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _user_exists(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def location(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "ledger.sqlite")
-    return request.getfixturevalue("pg_server")()
-
-
 def _raw(location: str, statements: list[str]) -> None:
     """Tamper with the ledger behind privsynth's back, as an attacker with file/DB access could."""
-    if location.startswith("postgresql://"):
-        import psycopg
-
-        with psycopg.connect(location, autocommit=True) as conn:
-            conn.execute("ALTER TABLE ledger_entries DISABLE TRIGGER USER")
-            conn.execute("ALTER TABLE ledger_sketches DISABLE TRIGGER USER")
-            for s in statements:
-                conn.execute(s)
-    else:
-        import sqlite3
-
-        conn = sqlite3.connect(location, isolation_level=None)
-        for trigger in ("ledger_entries_no_update", "ledger_entries_no_delete",
-                        "ledger_sketches_no_update", "ledger_sketches_no_delete"):
-            conn.execute(f"DROP TRIGGER {trigger}")
-        for s in statements:
-            conn.execute(s)
-        conn.close()
+    raw_sql(location, statements)
 
 
 def _reserve(ledger: Ledger, eps: float = 0.01, release: str = "r", delta: float = 1e-6,
