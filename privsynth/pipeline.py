@@ -24,6 +24,7 @@ import torch
 
 from privsynth.audit.runner import AuditResult, run_audit
 from privsynth.audit.stats import audit_sample_rows
+from privsynth.data.schema import TableSchema
 from privsynth.data.split import train_holdout_split
 from privsynth.data.table import prepare_table, read_table, to_model_space
 from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder, encoding_budget
@@ -45,6 +46,18 @@ log = logging.getLogger("privsynth")
 ProgressFn = Callable[[int, int], None]  # (step, total steps); never a loss (not DP)
 
 
+@dataclass(frozen=True)
+class AuditInputs:
+    """What the audit scored, kept in memory only (never written by :meth:`Release.write`), so
+    a benchmark can re-audit a release without retraining: model-space train and holdout rows,
+    the audited synthetic rows (the released ones among them) and the schema."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    synthetic: pd.DataFrame
+    schema: TableSchema
+
+
 @dataclass
 class Release:
     """The outcome of one run: synthetic table, audit, gate decision, manifest and report.
@@ -63,6 +76,7 @@ class Release:
     report: dict[str, Any]
     charges: list[dict[str, Any]] = field(default_factory=list)
     run_record: dict[str, Any] = field(default_factory=dict)
+    audit_inputs: AuditInputs | None = field(default=None, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -74,8 +88,9 @@ class Release:
         """True for a seeded run: reproducible, no DP claim, never released."""
         return self.decision.development_run
 
-    def write(self, out: str | Path, *, audits_dir: str | Path | None = "audits") -> Path:
-        """Write the bundle atomically (see :mod:`privsynth.release.bundle`)."""
+    def write(self, out: str | Path, *, audits_dir: str | Path | None = None) -> Path:
+        """Write the signed bundle atomically (see :mod:`privsynth.release.bundle`); a copy of
+        the internal report goes to ``audits_dir`` only when one is given."""
         from privsynth.release.bundle import write_bundle  # noqa: PLC0415 (avoid import cycle)
 
         return write_bundle(self, Path(out), audits_dir=audits_dir)
@@ -142,8 +157,8 @@ def _run(data, policy: Policy, book: Ledger, release_id: str, rng: RandomSource,
     audited = encoder.inverse_transform(codes, rng.numpy("decode"))
     synthetic = audited.iloc[:n_public].reset_index(drop=True)
     schema = encoder.schema
-    audit = run_audit(train, holdout, to_model_space(audited, schema), schema, policy.audit,
-                      seed=rng.seed_int("audit"))
+    audited = to_model_space(audited, schema)
+    audit = run_audit(train, holdout, audited, schema, policy.audit, seed=rng.seed_int("audit"))
     decision = decide(audit, policy.audit.thresholds, dp_claim=dp_claim(spend, policy, rng.mode),
                       require_dp_claim=policy.audit.require_dp_claim,
                       attacks_requested=policy.audit.attacks,
@@ -156,10 +171,11 @@ def _run(data, policy: Policy, book: Ledger, release_id: str, rng: RandomSource,
         release_id=release_id, n_train=len(train), n_holdout=len(holdout), n_audit=n_audit,
         decision=decision,
         reservations=[_reservation_facts(book, r) for r in reservations], seed_mode=rng.mode,
-        ledger_location=redacted_location(book.location))
+        ledger_location=redacted_location(book.location), ledger_head=book.head())
     report = _report(manifest, run_record, prepared.actions, audit, decision, schema)
     return Release(release_id, policy, output, audit, decision, manifest, report,
-                   [c.to_dict() for c in spend.charges], run_record)
+                   [c.to_dict() for c in spend.charges], run_record,
+                   AuditInputs(train, holdout, audited, schema))
 
 
 def check_header(data: str | Path | pd.DataFrame, policy: Policy) -> None:
