@@ -17,10 +17,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import ledger_helpers
 import numpy as np
 import pandas as pd
 import pytest
-import ledger_helpers
 from ledger_helpers import people, raw_sql
 
 from privsynth.errors import BudgetExceededError, LedgerError, PolicyError
