@@ -110,8 +110,13 @@ def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
 
 def build_run_record(*, release_id: str, n_train: int, n_holdout: int, n_audit: int, decision,
                      reservations: list[dict[str, Any]], seed_mode: str,
-                     ledger_location: str) -> dict[str, Any]:
-    """The internal record of the run: exact counts, reservations and the decision."""
+                     ledger_location: str,
+                     ledger_head: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The internal record of the run: exact counts, reservations and the decision.
+
+    ``ledger_head`` is the ledger's chain head once this release's charges are recorded; the
+    signed bundle statement anchors it, so a ledger later truncated or rolled back below it, or
+    rewritten, no longer matches the bundle (``privsynth verify --ledger``)."""
     return {
         "release_id": release_id,
         "notice": "INTERNAL to the data controller: exact counts and the gate's reasons are "
@@ -121,6 +126,7 @@ def build_run_record(*, release_id: str, n_train: int, n_holdout: int, n_audit: 
         "synthetic_rows_audited": int(n_audit),
         "seed_mode": seed_mode,
         "ledger": ledger_location,
+        "ledger_head": ledger_head,
         "reservations": reservations,
         "decision": decision.to_dict(),
     }
