@@ -21,7 +21,9 @@ Scalar = str | int | float | bool
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: a policy built in Python (not only one read by the loader, which
+    # refuses .inf/.nan with their line) cannot hold an infinite bound, grad norm or timeout.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Generalize(_Frozen):
