@@ -6,7 +6,7 @@ as a concatenation of one-hot blocks (one softmax block per column).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ from privsynth.encoding.categorical import OTHER, CategoricalEncoder
 from privsynth.encoding.numeric import NumericEncoder, uniform_edges, value_grid
 from privsynth.errors import PrivacyError
 from privsynth.policy.model import ColumnPolicy, Policy
+from privsynth.policy.relations import Relation, apply_relations
 from privsynth.privacy import mechanisms
 from privsynth.privacy.events import PrivacySpend
 from privsynth.privacy.noise import NoiseSource
@@ -75,6 +76,7 @@ class TableEncoder:
     """Fits per-column encoders under DP and maps a table to slot indices and back."""
 
     encoders: list[ColumnEncoder]
+    relations: list[Relation] = field(default_factory=list)
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, policy: Policy, budget: EncodingBudget,
@@ -91,7 +93,7 @@ class TableEncoder:
             _fit_column(name, frame[name], rule, budget, spend, noise)
             for name, rule in policy.columns.items() if rule.modelled
         ]
-        return cls(encoders)
+        return cls(encoders, list(policy.relations))
 
     @property
     def schema(self) -> TableSchema:
@@ -108,10 +110,11 @@ class TableEncoder:
         return np.stack([e.encode(frame[e.schema.name]) for e in self.encoders], axis=1)
 
     def inverse_transform(self, codes: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
-        """A table from slot indices (numbers drawn inside their bins)."""
+        """A table from slot indices (numbers drawn inside their bins), with the policy's
+        declared relations enforced (post-processing of DP output: free)."""
         columns = {e.schema.name: e.decode(codes[:, i], rng).reset_index(drop=True)
                    for i, e in enumerate(self.encoders)}
-        return pd.DataFrame(columns)
+        return apply_relations(pd.DataFrame(columns), self.relations, self.schema)
 
 
 def _fit_column(name: str, series: pd.Series, rule: ColumnPolicy, budget: EncodingBudget,

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter
 
 from privsynth.data.schema import ColumnSchema
 from privsynth.encoding.categorical import CategoricalEncoder
@@ -30,6 +31,7 @@ from privsynth.encoding.numeric import NumericEncoder
 from privsynth.encoding.table_encoder import TableEncoder
 from privsynth.errors import PrivacyError
 from privsynth.generators.base import Generator
+from privsynth.policy.relations import Relation
 from privsynth.privacy.events import Charge
 
 FORMAT = "privsynth-generator/1"
@@ -52,6 +54,7 @@ def save_generator(generator: Generator, encoder: TableEncoder, folder: str | Pa
         "widths": [int(w) for w in generator.widths_],
         "fitted": _fitted_outputs(generator),
         "encoder": [_encoder_to_dict(e) for e in encoder.encoders],
+        "relations": [r.model_dump(mode="json", by_alias=True) for r in encoder.relations],
         "charges": [c.to_dict() for c in getattr(generator, "charges_", [])],
     }
     torch.save(state, out / WEIGHTS_FILE)
@@ -70,7 +73,8 @@ def load_generator(folder: str | Path, *, device: str | torch.device = "cpu"
     device = torch.device(device)
     generator = _rebuild(config, state, device)
     generator.charges_ = [Charge(**c) for c in config["charges"]]
-    encoder = TableEncoder([_encoder_from_dict(e) for e in config["encoder"]])
+    relations = TypeAdapter(list[Relation]).validate_python(config.get("relations", []))
+    encoder = TableEncoder([_encoder_from_dict(e) for e in config["encoder"]], relations)
     return generator, encoder
 
 

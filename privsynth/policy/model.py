@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from privsynth.policy.relations import Relation, check_relations
+
 ColumnKind = Literal["numeric", "integer", "categorical", "boolean", "datetime"]
 Scalar = str | int | float | bool
 
@@ -410,6 +412,7 @@ class Policy(_Frozen):
     generator: GeneratorPolicy = Field(default_factory=lambda: GeneratorPolicy())
     columns: dict[str, ColumnPolicy]
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
+    relations: list[Relation] = Field(default_factory=list)
     seed: int | None = None
 
     @field_validator("columns")
@@ -432,6 +435,8 @@ class Policy(_Frozen):
             raise ValueError(
                 f"audit names column(s) {missing} that are not kept columns of the policy"
             )
+        check_relations(self.relations, {n: c.kind for n, c in self.columns.items()
+                                         if c.modelled})
         return self
 
     @property
@@ -446,7 +451,9 @@ class Policy(_Frozen):
         The seed is left out: a digest is published, and a published seed (or one small enough
         to brute-force against the digest) would let anyone regenerate a run's noise.
         """
-        body = self.model_dump(mode="json", exclude={"seed"})
+        body = self.model_dump(mode="json", exclude={"seed"}, by_alias=True)
+        if not body["relations"]:
+            del body["relations"]  # policies written before relations keep their digest
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
