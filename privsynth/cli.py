@@ -5,16 +5,17 @@
 
 from __future__ import annotations
 
-import logging
+import os
+import sys
+import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from privsynth.errors import PrivsynthError
+from privsynth.console import PlainConsole, clean, install_logging, plain
+from privsynth.errors import PolicyError, PrivsynthError
 
 EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
 
@@ -24,20 +25,54 @@ policy_app = typer.Typer(help="Write and check release policies.", no_args_is_he
 budget_app = typer.Typer(help="The privacy-budget ledger.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(budget_app, name="budget")
-console = Console(stderr=True)
+#: Progress, logs and errors go to stderr; results (summaries, check reports, tables) to stdout.
+#: Every data-derived string is interpolated through ``plain`` (see privsynth.console).
+console = PlainConsole(stderr=True)
+out_console = PlainConsole(stderr=False)
+DEBUG_ENV = "PRIVSYNTH_DEBUG"
 DEMO_DATA = Path(__file__).parent / "demo" / "adult.csv.gz"
 
 
 def main() -> None:
-    """Entry point of the ``privsynth`` script."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
-    app()
+    """Entry point of the ``privsynth`` script. An exception no command expected is a bug: it is
+    reported in one line with its type and place, never its message (which may quote a cell of
+    the private table), unless ``$PRIVSYNTH_DEBUG`` asks for the traceback."""
+    install_logging()
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        frames = traceback.extract_tb(exc.__traceback__)
+        ours = [f for f in frames if "privsynth" in f.filename] or frames
+        where = f" at {Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else ""
+        console.print(f"[bold red]internal error:[/] {plain(type(exc).__name__)}{plain(where)} "
+                      f"(a privsynth bug; set {DEBUG_ENV}=1 for the traceback, which may quote "
+                      "private data, and report it)")
+        sys.exit(EXIT_ERROR)
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {exc}")
+    """Print ``exc`` as an error on stderr (one line per problem, data made inert) and return
+    the exit to raise."""
+    if isinstance(exc, PolicyError) and len(exc.problems) == 1:
+        console.print(f"[bold red]error:[/] {plain(exc.source)}: {plain(exc.problems[0])}")
+    elif isinstance(exc, PolicyError):
+        console.print(f"[bold red]error:[/] {plain(exc.source)}: {len(exc.problems)} problems:")
+        for problem in exc.problems:
+            console.print(f"  - {plain(problem)}")
+    else:
+        console.print(f"[bold red]error:[/] {plain(exc)}")
     return typer.Exit(EXIT_ERROR)
+
+
+def _fail_file(path: Path, exc: OSError, doing: str, fix: str) -> NoReturn:
+    """Exit on an OS error about ``path``: its reason (no traceback) and the fix."""
+    reason = exc.strerror or type(exc).__name__
+    raise _fail(PrivsynthError(f"{path}: cannot {doing} ({reason}); {fix}"))
 
 
 # ---------------------------------------------------------------- release
@@ -65,13 +100,15 @@ def release(
         bundle = result.write(out, audits_dir=audits)
     except PrivsynthError as exc:
         raise _fail(exc) from None
+    except OSError as exc:  # e.g. --out under a file, or in a read-only folder
+        _fail_file(out, exc, "write the release", "choose a writable, new --out")
     _summary(result, bundle)
     raise typer.Exit(EXIT_OK if result.passed else EXIT_BLOCKED)
 
 
 def _check_out_is_new(out: Path) -> None:
     if out.exists():
-        raise PrivsynthError(f"{out}: already exists; releases are never overwritten, "
+        raise PrivsynthError(f"{clean(out)}: already exists; releases are never overwritten, "
                              "choose a new --out")
 
 
@@ -108,23 +145,29 @@ def _summary(result, bundle: Path) -> None:
         verdict = "[bold yellow]DEVELOPMENT RUN[/] (seeded: no DP claim, nothing public written)"
     else:
         verdict = "[bold green]RELEASED[/]" if result.passed else "[bold red]BLOCKED[/]"
-    console.print(f"\n{verdict}  release {result.release_id}")
-    console.print(f"  ε = {privacy['epsilon']:.4f} (allotted {privacy['epsilon_allotted']}), "
-                  f"δ = {privacy['delta']:.2e}, {privacy['neighbouring_relation']}")
+    say = out_console.print
+    say(f"\n{verdict}  release {plain(result.release_id)}")
+    say(f"  ε = {privacy['epsilon']:.4f} (allotted {plain(privacy['epsilon_allotted'])}), "
+        f"δ = {privacy['delta']:.2e}, {plain(privacy['neighbouring_relation'])}")
     for facts in result.run_record.get("reservations", []):
-        console.print(f"  population {facts['population']} has now spent "
-                      f"ε = {facts['population_epsilon_spent_after']:.4f} of "
-                      f"{facts['population_total_epsilon']}")
-    for check in result.decision.checks:
-        mark = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
-        console.print(f"  {mark}  {check.name}: {_check_text(check)}")
-    for reason in result.decision.reasons:
-        console.print(f"  [red]reason:[/] {reason}")
+        say(f"  population {plain(facts['population'])} has now spent "
+            f"ε = {facts['population_epsilon_spent_after']:.4f} of "
+            f"{plain(facts['population_total_epsilon'])}")
+    _print_checks(result.decision)
     where = ("public/synthetic.csv" if result.passed
              else "internal/report.html (internal only; nothing to share)")
-    console.print(f"  bundle: {bundle}  →  {where}")
-    console.print("  note: the figures and reasons above come from raw data and are not covered "
-                  "by ε; they stay with the data controller")
+    say(f"  bundle: {plain(bundle)}  →  {where}")
+    say("  note: the figures and reasons above come from raw data and are not covered "
+        "by ε; they stay with the data controller")
+
+
+def _print_checks(decision) -> None:
+    """The gate's checks and reasons, on stdout; names and details are data-derived."""
+    for check in decision.checks:
+        mark = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
+        out_console.print(f"  {mark}  {plain(check.name)}: {plain(_check_text(check))}")
+    for reason in decision.reasons:
+        out_console.print(f"  [red]reason:[/] {plain(reason)}")
 
 
 def _check_text(check) -> str:
@@ -148,7 +191,7 @@ def demo(
     policy = Path(__file__).parent / "demo" / "adult-demo.yaml"
     try:
         with Ledger.open(ledger) as book:
-            register_population(book, console, "uci-adult", data=DEMO_DATA, total_epsilon=10.0,
+            register_population(book, out_console, "uci-adult", data=DEMO_DATA, total_epsilon=10.0,
                                 total_delta=1e-5, officer="privsynth demo", note="demo",
                                 composition="sum", allow_overlap_with=())
     except PrivsynthError as exc:
@@ -202,12 +245,8 @@ def audit(
     except PrivsynthError as exc:
         raise _fail(exc) from None
     verdict = "[bold green]PASSED[/]" if result.decision.passed else "[bold red]BLOCKED[/]"
-    console.print(f"{verdict}  audit of {synthetic.name}; report in {target}")
-    for check in result.decision.checks:
-        mark = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
-        console.print(f"  {mark}  {check.name}: {_check_text(check)}")
-    for reason in result.decision.reasons:
-        console.print(f"  [red]reason:[/] {reason}")
+    out_console.print(f"{verdict}  audit of {plain(synthetic.name)}; report in {plain(target)}")
+    _print_checks(result.decision)
     raise typer.Exit(EXIT_OK if result.decision.passed else EXIT_BLOCKED)
 
 
@@ -224,37 +263,38 @@ def policy_check(
 ) -> None:
     """Validate policy files and pre-flight them: print every problem with its fix; exit 1 on
     any invalid policy or any finding that would refuse the release. Reads no data."""
-    from rich.markup import escape  # noqa: PLC0415
-
     from privsynth.policy.loader import load_policy  # noqa: PLC0415
     from privsynth.preflight import preflight  # noqa: PLC0415
 
+    say = out_console.print  # the report is the result: stdout
     failed = False
     for path in policies:
         try:
             loaded = load_policy(path)
-        except PrivsynthError as exc:
+        except PolicyError as exc:
             failed = True
-            console.print(f"[red]{exc}[/]")
+            say(f"[red]invalid[/] {plain(exc.source)}: {len(exc.problems)} problem(s):")
+            for problem in exc.problems:
+                say(f"  - {plain(problem)}")
             continue
         declared = rows if rows is not None else loaded.dataset.rows
-        console.print(f"[green]ok[/] {path}: policy '{loaded.name}', ε={loaded.privacy.epsilon}, "
-                      f"δ={loaded.privacy.delta:g}, charged to population '{loaded.dataset.id}'")
+        say(f"[green]ok[/] {plain(path)}: policy '{plain(loaded.name)}', "
+            f"ε={loaded.privacy.epsilon}, δ={loaded.privacy.delta:g}, charged to population "
+            f"'{plain(loaded.dataset.id)}'")
         findings = preflight(loaded, declared)
         size = f"{declared} declared rows" if declared is not None else "no declared row count"
         if not findings:
-            console.print(f"  pre-flight ({size}): no problem found")
+            say(f"  pre-flight ({size}): no problem found")
         for finding in findings:
             colour = "red" if finding.severity == "refuse" else "yellow"
-            console.print(f"  [{colour}]{finding.severity.upper()}[/] "
-                          f"{escape(f'[{finding.code}] {finding.message}')}",
-                          highlight=False, soft_wrap=True)
+            say(f"  [{colour}]{plain(finding.severity.upper())}[/] "
+                f"{plain(f'[{finding.code}] {finding.message}')}")
         refused = sum(f.severity == "refuse" for f in findings)
         if refused:
             failed = True
-            console.print(f"[red]pre-flight refuses {path}[/] ({size}): {refused} finding(s) "
-                          "above would make the release useless or blocked whatever the data; "
-                          "fix them before spending ε")
+            say(f"[red]pre-flight refuses[/] {plain(path)} ({size}): {refused} finding(s) "
+                "above would make the release useless or blocked whatever the data; "
+                "fix them before spending ε")
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
 
@@ -270,18 +310,34 @@ def policy_init(
     from privsynth.policy.draft import draft_policy  # noqa: PLC0415
 
     target = out if out is not None else Path(f"{data.name.split('.')[0]}.policy.yaml")
-    if str(target) != "-" and target.exists() and not force:
-        raise _fail(FileExistsError(f"{target} exists; pass --force to overwrite it"))
+    to_stdout = str(target) == "-"
+    if not to_stdout and target.is_dir():
+        raise _fail(PrivsynthError(f"{clean(target)}: is a folder; give a file name for the "
+                                   "draft, e.g. -o policies/mytable.yaml"))
+    if not to_stdout and target.exists() and not force:
+        raise _fail(PrivsynthError(f"{clean(target)}: exists; pass --force to overwrite it"))
+    if data.is_dir():
+        raise _fail(PrivsynthError(f"{clean(data)}: is a folder; give a CSV or Parquet file"))
     try:
         text = draft_policy(read_table(data), source_name=data.name)
     except PrivsynthError as exc:
         raise _fail(exc) from None
-    if str(target) == "-":
+    if to_stdout:
         typer.echo(text, nl=False)
         return
-    target.write_text(text, encoding="utf-8")
-    console.print(f"[green]wrote[/] {target}: a draft; review every line, declare public bounds "
-                  f"and domains, then `privsynth policy check {target}`")
+    _write_text(target, text, "the draft")
+    out_console.print(f"[green]wrote[/] {plain(target)}: a draft; review every line, declare "
+                      "public bounds and domains, then "
+                      f"`privsynth policy check {plain(target)}`")
+
+
+def _write_text(target: Path, text: str, what: str) -> None:
+    """Write ``text`` to ``target``, creating its folder; an OS error exits in one line."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail_file(target, exc, f"write {what}", "choose a writable file path (-o)")
 
 
 @policy_app.command("schema")
@@ -294,8 +350,8 @@ def policy_schema(
     if out is None:
         typer.echo(schema_text(), nl=False)
     else:
-        out.write_text(schema_text(), encoding="utf-8")
-        console.print(f"[green]wrote[/] {out}")
+        _write_text(out, schema_text(), "the schema")
+        out_console.print(f"[green]wrote[/] {plain(out)}")
 
 
 # ---------------------------------------------------------------- budget
@@ -330,19 +386,23 @@ def budget_register(
     from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
 
     if composition not in ("sum", "accountant"):
-        raise _fail(PrivsynthError(f"--composition must be sum or accountant. Got {composition!r}"))
-    if not data.exists():
-        raise _fail(PrivsynthError(f"{data}: no such file"))
+        raise _fail(PrivsynthError("--composition must be sum or accountant; got "
+                                   f"{clean(composition)!r}"))
+    if not data.is_file():
+        what = "is a folder" if data.is_dir() else "no such file"
+        raise _fail(PrivsynthError(f"{clean(data)}: {what}; give the population's CSV or "
+                                   "Parquet file"))
     try:
         with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
-            register_population(book, console, population, data=data,
+            register_population(book, out_console, population, data=data,
                                 total_epsilon=total_epsilon, total_delta=total_delta,
                                 officer=officer, note=note, composition=composition,
                                 allow_overlap_with=allow_overlap_with or ())
     except PrivsynthError as exc:
         raise _fail(exc) from None
     except (OSError, ValueError) as exc:
-        problem = PrivsynthError(f"{data}: cannot be read as a table ({type(exc).__name__})")
+        problem = PrivsynthError(f"{clean(data)}: cannot be read as a table "
+                                 f"({type(exc).__name__}); give a CSV or Parquet file")
         raise _fail(problem) from None
     raise typer.Exit(EXIT_OK)
 
@@ -368,7 +428,7 @@ def budget_set_total(
         raise _fail(PrivsynthError("give --total-epsilon, --total-delta or both"))
     try:
         with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
-            set_population_total(book, console, population, total_epsilon=total_epsilon,
+            set_population_total(book, out_console, population, total_epsilon=total_epsilon,
                                  total_delta=total_delta, officer=officer, reason=reason)
     except PrivsynthError as exc:
         raise _fail(exc) from None
@@ -390,7 +450,7 @@ def budget_show(
 
     try:
         with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
-            show_budget(book, Console(), population=population)
+            show_budget(book, out_console, population=population)
     except PrivsynthError as exc:
         raise _fail(exc) from None
 
@@ -410,7 +470,7 @@ def budget_verify(
 
     try:
         with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
-            problems = verify_ledger(book, console)
+            problems = verify_ledger(book, out_console)
     except PrivsynthError as exc:
         raise _fail(exc) from None
     raise typer.Exit(EXIT_ERROR if problems else EXIT_OK)
