@@ -300,7 +300,9 @@ def _reservation_facts(book: Ledger, reservation: Reservation) -> dict[str, Any]
 def _open_ledger(ledger, policy: Policy, policy_path) -> Ledger:
     if isinstance(ledger, Ledger):
         return ledger
-    return Ledger.open(ledger or default_ledger_location(policy, policy_path))
+    # A release never creates a ledger: a missing one is an error naming the path (a privacy
+    # officer creates it by registering the population).
+    return Ledger.open(ledger or default_ledger_location(policy, policy_path), create=False)
 
 
 def _device(policy: Policy, override: str | None) -> torch.device:

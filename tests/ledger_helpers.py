@@ -153,8 +153,8 @@ def raw_sql(location: str, statements: list[str], params: list[tuple] | None = N
             conn.execute("ALTER TABLE ledger_sketches DISABLE TRIGGER USER")
             for s, p in zip(statements, params, strict=True):
                 conn.execute(s.replace("?", "%s"), p)
-            conn.execute("ALTER TABLE ledger_entries ENABLE TRIGGER USER")
-            conn.execute("ALTER TABLE ledger_sketches ENABLE TRIGGER USER")
+            conn.execute("ALTER TABLE IF EXISTS ledger_entries ENABLE TRIGGER USER")
+            conn.execute("ALTER TABLE IF EXISTS ledger_sketches ENABLE TRIGGER USER")
     else:
         conn = sqlite3.connect(location, isolation_level=None)
         for trigger in TRIGGERS:

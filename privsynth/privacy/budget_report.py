@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from privsynth.privacy.ledger import (
@@ -17,7 +18,6 @@ from privsynth.privacy.ledger import (
     default_ledger_location,
     home_ledger_location,
 )
-from privsynth.privacy.population import PopulationSketch, read_population_table
 
 
 def resolve_ledger_location(ledger: str | None, policy_path: Path | None) -> str:
@@ -38,7 +38,7 @@ def register_population(ledger: Ledger, console: Console, population: str, *, da
                         allow_overlap_with: Sequence[str] = ()) -> dict[str, Any]:
     """Sketch ``data`` (read as text, or Parquet) and register ``population``. Prints the
     outcome: never a cell value and never a row count."""
-    sketch = PopulationSketch.from_table(read_population_table(data), ledger.installation_key())
+    sketch = ledger.sketch(data)
     result = ledger.register(population, total_epsilon=total_epsilon, total_delta=total_delta,
                              sketch=sketch, officer=officer, note=note, composition=composition,
                              allow_overlap_with=allow_overlap_with)
@@ -70,7 +70,13 @@ def set_population_total(ledger: Ledger, console: Console, population: str, *,
 
 def show_budget(ledger: Ledger, console: Console, *, population: str | None = None) -> int:
     """Print every registered population: totals, ε spent, Σδ, releases; then each one's
-    releases and recorded total changes. Returns the number of populations shown."""
+    releases and recorded total changes. Returns the number of populations shown. A ledger
+    that fails its check is said so first (its figures cannot be trusted)."""
+    problems = ledger.verify()
+    if problems:
+        console.print(f"[bold red]warning:[/] the ledger {escape(ledger.location)} does not "
+                      f"verify ({len(problems)} problem(s); first: {escape(problems[0])}); the "
+                      "figures below cannot be trusted: run `privsynth budget verify`")
     summaries = ledger.populations()
     if population:
         summaries = [s for s in summaries if s["population"] == population]
@@ -137,15 +143,17 @@ def _show_population(ledger: Ledger, console: Console, summary: dict[str, Any]) 
 
 
 def verify_ledger(ledger: Ledger, console: Console) -> list[str]:
-    """Print the hash-chain check; returns the problems (empty when intact)."""
+    """Print the ledger's check (keyed chain, sketches, anchors); returns the problems (empty
+    when intact)."""
     problems = ledger.verify()
     head = ledger.head()
     for problem in problems:
-        console.print(f"[red]problem:[/] {problem}")
+        console.print(f"[red]problem:[/] {escape(problem)}")
     if problems:
-        console.print(f"[bold red]the ledger {ledger.location} does not verify[/] "
+        console.print(f"[bold red]the ledger {escape(ledger.location)} does not verify[/] "
                       f"({len(problems)} problem(s))")
     else:
-        console.print(f"[green]ok[/] {ledger.location}: {head['count']} entries, hash chain "
-                      f"and population sketches intact (head {head['hash'][:16]})")
+        console.print(f"[green]ok[/] {escape(ledger.location)}: {head['count']} entries; keyed "
+                      "chain, population sketches and anchors intact (ledger "
+                      f"{head['ledger_id']}, head {head['hash'][:16]})")
     return problems

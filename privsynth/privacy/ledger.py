@@ -1,4 +1,4 @@
-"""The persistent privacy-budget ledger: append-only, transactional, hash-chained.
+"""The persistent privacy-budget ledger: append-only, transactional, MAC-chained and anchored.
 
 One ledger holds every population an installation (or a team, with PostgreSQL) registered and
 every release it made. **A budget belongs to a registered population**, not to a file or a policy:
@@ -35,13 +35,25 @@ Epsilon is stored as integer micro-epsilon (requests rounded *up*, budgets round
 budget edge is exact: 100 reservations of 0.01 fill a budget of 1.0, and the 101st is refused.
 δ is summed as exact decimals of its stored text.
 
-Tamper evidence: every entry stores the SHA-256 of its own canonical content and of the previous
-entry; the last entry's hash and the entry count are kept as the chain head. Each population's
-sketch lives in its own table, and its SHA-256 is in the chained ``register`` entry.
-:meth:`Ledger.verify` reports edited, removed, inserted or reordered entries, edited or missing
-sketches, and entries for unregistered populations. SQLite triggers also refuse ``UPDATE`` and
-``DELETE`` on entries and sketches, so an honest mistake cannot rewrite history (a deliberate
-attacker can drop the triggers, which is what the hash chain is for).
+Tamper evidence (threat model and limits: ``docs/ledger.md``). Every entry stores an HMAC-SHA256
+of its canonical content, the ledger's id and the previous entry's MAC, keyed by the
+installation's ``mac_key("ledger-chain")`` (:mod:`privsynth.keys`), which the ledger does not
+hold: whoever edits the ledger cannot recompute the chain. Each population's sketch lives in its
+own table; its SHA-256 is in the chained ``register`` entry, and its key is derived from the key
+store and the ledger id (not stored in the ledger). After every write the head (entry count and
+last MAC) is *anchored* outside the ledger: appended to ``<key dir>/anchors/<ledger id>.jsonl``
+(and to ``$PRIVSYNTH_LEDGER_ANCHOR_SINK`` when set), and the ledger's location is bound to its id
+in ``<key dir>/anchors/locations.jsonl``. :meth:`Ledger.verify` reports edited, removed, inserted
+or reordered entries, a recomputed chain, edited or missing sketches, entries for unregistered
+populations, a ledger shorter than its latest anchor or different at the anchored entry
+(truncation, rollback to an older copy), another ledger swapped in at a location, and a ledger
+keyed by another installation; :meth:`Ledger.open` refuses a missing ledger whose anchors exist.
+:meth:`Ledger.check_head` compares the ledger with a head recorded elsewhere (a release's signed
+statement). SQLite triggers (PostgreSQL: triggers and table rights) refuse ``UPDATE`` and
+``DELETE`` on entries and sketches, so an honest mistake cannot rewrite history.
+
+Schema 3 (this one) replaced schema 2's unkeyed SHA-256 chain and in-file sketch key; a schema-2
+ledger is converted by :meth:`Ledger.migrate` (``privsynth budget migrate``), a recorded entry.
 """
 
 from __future__ import annotations
@@ -49,15 +61,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import hmac
 import json
 import math
 import os
 import re
-import secrets
 import sqlite3
+import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +79,11 @@ from privsynth.errors import BudgetExceededError, LedgerError, PrivacyError, Pri
 from privsynth.privacy.events import Charge
 from privsynth.privacy.population import PopulationSketch, overlap, read_population_table
 
+try:  # POSIX advisory locks keep concurrent anchor lines whole
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: O_APPEND writes of one short line
+    fcntl = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -73,14 +91,18 @@ if TYPE_CHECKING:
 
 MICRO = 1_000_000
 GENESIS = "0" * 64
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
+LEGACY_SCHEMA = "2"
 ENV_VAR = "PRIVSYNTH_LEDGER"
+ANCHOR_SINK_ENV = "PRIVSYNTH_LEDGER_ANCHOR_SINK"
 COMPOSITIONS = ("sum", "accountant")
 ACCOUNTANTS = ("prv", "rdp")
-KINDS = ("register", "set_total", "reserve", "charge", "overrun")
+KINDS = ("register", "set_total", "reserve", "charge", "overrun", "migrate")
 DEFAULT_TOTAL_DELTA = 1e-5
 OVERLAP_THRESHOLD = 0.5
 POPULATION_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+MAX_ENTRY_PROBLEMS = 8  # entry-level problems listed one by one; the rest are counted
+_ANCHOR_TAIL = 256 * 1024  # bytes of an anchor file read back: hundreds of the latest heads
 
 _ENTRY_COLUMNS = (
     "seq", "ts", "kind", "population", "release_id", "reservation_id",
@@ -239,14 +261,238 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
-def entry_hash(row: dict[str, Any]) -> str:
-    """SHA-256 of an entry's content and its predecessor's hash (the chain link)."""
-    body = [
+def _entry_body(row: dict[str, Any]) -> list[Any]:
+    return [
         int(row["seq"]), row["ts"], row["kind"], row["population"], row["release_id"],
         row["reservation_id"], int(row["epsilon_micro"]), row["delta"], row["details"],
         row["prev_hash"],
     ]
-    return hashlib.sha256(_canonical(["privsynth-ledger-v2", *body]).encode()).hexdigest()
+
+
+def entry_hash(row: dict[str, Any]) -> str:
+    """Schema 2's unkeyed chain link (SHA-256 of the entry and its predecessor's hash). Only the
+    entries a schema-2 ledger held before its recorded migration are checked with it."""
+    return hashlib.sha256(_canonical(["privsynth-ledger-v2", *_entry_body(row)]).encode()
+                          ).hexdigest()
+
+
+def entry_mac(key: bytes, ledger_id: str, row: dict[str, Any]) -> str:
+    """The keyed chain link: HMAC-SHA256, under the installation's ``ledger-chain`` key, of the
+    ledger id, the entry's content and its predecessor's MAC. Without the key nobody can
+    recompute it after an edit; the ledger id ties every entry to its ledger."""
+    text = _canonical(["privsynth-ledger-v3", ledger_id, *_entry_body(row)])
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+# ---------------------------------------------------------------------- keys, places, anchors
+@dataclass(frozen=True)
+class _LedgerKeys:
+    """The installation's keys a ledger uses (derived per purpose; never stored in a ledger)."""
+
+    key_id: str
+    chain: bytes = field(repr=False)
+    anchor: bytes = field(repr=False)
+    sketch: bytes = field(repr=False)
+    wrap: bytes = field(repr=False)
+
+
+def _ledger_keys(create: bool) -> _LedgerKeys:
+    from privsynth.keys import load_keys
+
+    keys = load_keys(create=create)
+    return _LedgerKeys(keys.key_id, keys.mac_key("ledger-chain"), keys.mac_key("ledger-anchor"),
+                       keys.mac_key("population-sketch"), keys.mac_key("sketch-key-wrap"))
+
+
+def _keys_if_any() -> _LedgerKeys | None:
+    from privsynth.keys import KeyStoreError
+
+    try:
+        return _ledger_keys(create=False)
+    except KeyStoreError:
+        return None
+
+
+def _derived(key: bytes, tag: str, ledger_id: str) -> bytes:
+    return hmac.new(key, f"{tag}\x00{ledger_id}".encode(), hashlib.sha256).digest()
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+def ledger_place(location: str | Path) -> str:
+    """A ledger's location as anchors and messages name it: an absolute file path, or a
+    ``postgresql://host:port/database`` URL without user, password or other parameters."""
+    text = str(location)
+    if not _is_postgres_url(text):
+        return str(Path(text).expanduser().resolve())
+    parts = urllib.parse.urlsplit(text)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    host = parts.hostname or query.get("host") or query.get("hostaddr") or "localhost"
+    try:
+        port = parts.port or query.get("port") or "5432"
+    except ValueError:
+        port = query.get("port") or "5432"
+    database = parts.path.lstrip("/") or query.get("dbname") or ""
+    return f"postgresql://{host}:{port}/{database}"
+
+
+def anchor_dir() -> Path:
+    """Where anchors live: ``<key dir>/anchors`` (beside the keys, never beside a ledger)."""
+    from privsynth.keys import key_dir
+
+    path = key_dir() / "anchors"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A ledger head recorded outside the ledger: ``count`` entries, the last one's MAC."""
+
+    ledger_id: str
+    count: int
+    hash: str
+    ts: str
+    source: str
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one line, whole, to ``path`` (created ``0600``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+class _Anchors:
+    """The append-only anchor files of this installation (and the optional external sink)."""
+
+    def __init__(self, keys: _LedgerKeys | None, sink: str | None = None) -> None:
+        self._key = keys.anchor if keys is not None else None
+        self.sink = Path(sink).expanduser() if sink else None
+
+    def _mac(self, body: dict[str, Any]) -> str:
+        assert self._key is not None
+        text = _canonical(["privsynth-anchor-v1", {k: body[k] for k in sorted(body)
+                                                   if k != "mac"}])
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+
+    def _line(self, body: dict[str, Any]) -> str:
+        return _canonical({**body, "mac": self._mac(body)}) + "\n"
+
+    def check_sink(self) -> None:
+        """Refuse a sink that cannot be appended to, before anything is written."""
+        if self.sink is None:
+            return
+        try:
+            _append_line(self.sink, "")
+        except OSError as exc:
+            raise LedgerError(f"{self.sink}: the anchor sink (${ANCHOR_SINK_ENV}) cannot be "
+                              f"appended to ({type(exc).__name__}); fix its path or rights, or "
+                              "unset it") from None
+
+    def record(self, ledger_id: str, place: str, count: int, head: str) -> None:
+        """Append the head after a committed write (after: a crash in between leaves the
+        ledger ahead of its anchor, never behind it)."""
+        if self._key is None:
+            return
+        body = {"ledger_id": ledger_id, "location": place, "count": int(count), "hash": head,
+                "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")}
+        line = self._line(body)
+        _append_line(anchor_dir() / f"{ledger_id}.jsonl", line)
+        if self.sink is not None:
+            try:
+                _append_line(self.sink, line)
+            except OSError as exc:
+                raise LedgerError(
+                    f"{self.sink}: the entry was recorded, but the anchor sink "
+                    f"(${ANCHOR_SINK_ENV}) could not be appended to ({type(exc).__name__}); "
+                    "fix the sink before the next release") from None
+
+    def latest(self, ledger_id: str) -> tuple[Anchor | None, list[str]]:
+        """The anchor with the most entries among the latest lines of the ledger's anchor file,
+        and a problem for every line whose MAC does not match (an edited anchor file)."""
+        if self._key is None:
+            return None, []
+        path = anchor_dir() / f"{ledger_id}.jsonl"
+        if not path.exists():
+            return None, []
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _ANCHOR_TAIL))
+            data = handle.read()
+        lines = data.split(b"\n")
+        if size > _ANCHOR_TAIL:
+            lines = lines[1:]  # the first line read may be cut
+        best: Anchor | None = None
+        problems: list[str] = []
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                body = json.loads(raw)
+                good = (isinstance(body, dict) and body.get("ledger_id") == ledger_id
+                        and hmac.compare_digest(str(body.get("mac", "")), self._mac(body)))
+            except (ValueError, TypeError, KeyError):
+                good = False
+            if not good:
+                problems.append(f"{path}: a line near the end (line {number} of the last "
+                                 f"{_ANCHOR_TAIL // 1024} KiB) does not match its MAC; the "
+                                 "anchor file was edited outside privsynth")
+                continue
+            anchor = Anchor(ledger_id, int(body["count"]), str(body["hash"]), str(body["ts"]),
+                            str(path))
+            if best is None or anchor.count > best.count:
+                best = anchor
+        return best, problems
+
+    def _locations(self) -> Path:
+        return anchor_dir() / "locations.jsonl"
+
+    def bound(self, place: str) -> tuple[str, str] | None:
+        """``(ledger id, when)`` of the ledger privsynth last kept at ``place``."""
+        if self._key is None or not self._locations().exists():
+            return None
+        found = None
+        for raw in self._locations().read_bytes().split(b"\n"):
+            try:
+                body = json.loads(raw)
+                if (isinstance(body, dict) and body.get("location") == place
+                        and hmac.compare_digest(str(body.get("mac", "")), self._mac(body))):
+                    found = (str(body["ledger_id"]), str(body["ts"]))
+            except (ValueError, TypeError, KeyError):
+                continue
+        return found
+
+    def bind(self, place: str, ledger_id: str) -> None:
+        """Record that ``place`` holds ledger ``ledger_id`` (on creation, or at a new place)."""
+        if self._key is None:
+            return
+        body = {"location": place, "ledger_id": ledger_id,
+                "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")}
+        _append_line(self._locations(), self._line(body))
+
+
+def _compare_head(rows: Sequence[dict[str, Any]], count: int, head: str,
+                  source: str) -> str | None:
+    """The one-line problem when the ledger does not extend a head recorded elsewhere
+    (``source`` names it: an anchor file, or a release's statement)."""
+    if count > len(rows):
+        return (f"the ledger holds {len(rows)} entries but was anchored at {count} entries "
+                f"({source}); entries were removed from its end (truncated, or rolled back to "
+                "an older copy): restore the latest backup")
+    if count == 0:
+        return None if head == GENESIS else f"the empty head of {source} has an unknown hash"
+    if rows[count - 1]["hash"] != head:
+        return (f"entry {count} differs from the one anchored ({source}); the ledger was "
+                "rewritten, rolled back to an older copy, or replaced by another ledger")
+    return None
 
 
 def register_command(population: str) -> str:
@@ -258,27 +504,126 @@ def register_command(population: str) -> str:
 class Ledger:
     """The budget ledger. Open with :meth:`Ledger.open`; use as a context manager to close."""
 
-    def __init__(self, backend: _Backend, location: str) -> None:
+    def __init__(self, backend: _Backend, location: str, keys: _LedgerKeys, ledger_id: str,
+                 anchors: _Anchors) -> None:
         self._db = backend
-        self.location = location
+        self.location = location  # credential-free: safe in messages
+        self.ledger_id = ledger_id
+        self._keys = keys
+        self._anchors = anchors
+        backend.seal = self._seal
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, location: str | Path) -> Ledger:
-        """Open (creating if needed) a ledger: a file path (SQLite) or a ``postgresql://`` URL."""
+    def open(cls, location: str | Path, *, create: bool = True,
+             anchor_sink: str | Path | None = None) -> Ledger:
+        """Open a ledger: a file path (SQLite) or a ``postgresql://`` URL.
+
+        ``create=False`` (``budget verify``/``show``/``set-total``, releases) refuses a location
+        that holds no ledger, naming it; ``create=True`` (``budget register``, the demo) creates
+        one there, with the installation keys on first use, unless anchors show a ledger with
+        entries was kept there (then it was deleted or moved: restore it). ``anchor_sink``
+        (default ``$PRIVSYNTH_LEDGER_ANCHOR_SINK``) is a file every new head is appended to too.
+        """
         text = str(location)
-        backend: _Backend
-        if _is_postgres_url(text):
-            backend = _PostgresBackend(text)
-        else:
-            backend = _SqliteBackend(Path(text).expanduser())
-        ledger = cls(backend, text)
+        place = ledger_place(text)
+        sink = anchor_sink or os.environ.get(ANCHOR_SINK_ENV, "").strip() or None
+        postgres = _is_postgres_url(text)
+        if not postgres:
+            path = Path(text).expanduser()
+            if not (path.exists() and path.stat().st_size > 0):
+                _may_create(place, create)
+                from privsynth.keys import check_apart
+
+                check_apart(path, "ledger")
+        backend: _Backend = _PostgresBackend(text, place) if postgres else \
+            _SqliteBackend(Path(text).expanduser())
         try:
-            ledger._db.init_schema()
+            version = backend.version()
+            if version is None:
+                _may_create(place, create)
+                keys = _ledger_keys(create=True)
+                backend.create(ledger_id=uuid.uuid4().hex, key_id=keys.key_id)
+            else:
+                backend.check_version(version)
+                keys = _ledger_keys(create=False)
+                backend.refresh_schema()
+            ledger_id = backend.meta("ledger_id")
+            anchors = _Anchors(keys, str(sink) if sink else None)
+            anchors.check_sink()
         except BaseException:
-            ledger._db.close()
+            backend.close()
             raise
+        ledger = cls(backend, place, keys, ledger_id, anchors)
+        if backend.meta_or_none("key_id") == keys.key_id and anchors.bound(place) is None:
+            anchors.bind(place, ledger_id)  # created here, or moved here (anchors follow the id)
+            if version is None:
+                anchors.record(ledger_id, place, 0, GENESIS)
         return ledger
+
+    @classmethod
+    def migrate(cls, location: str | Path, *, officer: str, note: str = "") -> dict[str, Any]:
+        """Convert a schema-2 ledger to schema 3, in place, as one recorded entry.
+
+        The schema-2 chain must verify. The officer's ``migrate`` entry is the first keyed
+        entry: it links to the schema-2 head (so the older entries cannot be edited afterwards
+        without breaking the keyed chain) and records the SHA-256 of the wrapped sketch key.
+        The old in-file sketch key is moved out: what stays is the key XORed with a pad derived
+        from the installation's key store and the new ledger id, useless without the key store.
+        Old sketches therefore still compare. Returns ``ledger_id``, ``entries`` (before the
+        migration) and ``from_schema``. Copies and backups of the schema-2 file still hold the
+        old key in clear: see docs/ledger.md.
+        """
+        _check_text(officer=officer)
+        text = str(location)
+        place = ledger_place(text)
+        if not _is_postgres_url(text):
+            path = Path(text).expanduser()
+            if not (path.exists() and path.stat().st_size > 0):
+                raise LedgerError(f"{place}: no ledger there to migrate; check the path")
+        backend: _Backend = _PostgresBackend(text, place) if _is_postgres_url(text) else \
+            _SqliteBackend(Path(text).expanduser())
+        try:
+            version = backend.version()
+            if version != LEGACY_SCHEMA:
+                raise LedgerError(f"{place}: only a schema version {LEGACY_SCHEMA} ledger can be "
+                                  f"migrated; this one has schema version {version}")
+            keys = _ledger_keys(create=True)
+            ledger_id = uuid.uuid4().hex
+            with backend.write() as tx:
+                rows = tx.entries(None)
+                problems = _verify(rows, tx.meta_get("head_hash"), tx.meta_get("head_count"),
+                                   tx.sketch_digests(), link=lambda row: entry_hash(row))
+                if problems:
+                    raise LedgerError(
+                        f"{place}: the schema-{LEGACY_SCHEMA} ledger does not verify "
+                        f"({len(problems)} problem(s); first: {problems[0]}); restore it from "
+                        "a backup before migrating")
+                legacy = bytes.fromhex(tx.meta_get("installation_key") or "")
+                if len(legacy) != 32:
+                    raise LedgerError(f"{place}: the schema-2 ledger has no sketch key")
+                wrapped = _xor(legacy, _derived(keys.wrap, "sketch-key-wrap", ledger_id)).hex()
+                head = {"count": len(rows), "hash": rows[-1]["hash"] if rows else GENESIS}
+                tx.q("DELETE FROM ledger_meta WHERE key = 'installation_key'")
+                for key, value in (("schema_version", SCHEMA_VERSION), ("ledger_id", ledger_id),
+                                   ("key_id", keys.key_id), ("sketch_key_wrapped", wrapped)):
+                    tx.meta_set(key, value)
+                backend.seal = lambda row: entry_mac(keys.chain, ledger_id, row)
+                tx.append(kind="migrate", population="", release_id="", reservation_id="",
+                          epsilon_micro=0, delta=0.0,
+                          details={"from_schema": LEGACY_SCHEMA, "officer": officer,
+                                   "note": note, "legacy_head": head,
+                                   "sketch_key_digest": _digest(wrapped)})
+                anchored = tx.head
+            backend.purge()
+        finally:
+            backend.close()
+        anchors = _Anchors(keys, os.environ.get(ANCHOR_SINK_ENV, "").strip() or None)
+        anchors.bind(place, ledger_id)
+        if anchored is not None:
+            anchors.record(ledger_id, place, *anchored)
+        return {"ledger_id": ledger_id, "entries": head["count"], "from_schema": LEGACY_SCHEMA,
+                "location": place}
 
     def close(self) -> None:
         """Close the connection. The ledger object is unusable afterwards."""
@@ -290,14 +635,75 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _seal(self, row: dict[str, Any]) -> str:
+        return entry_mac(self._keys.chain, self.ledger_id, row)
+
     def installation_key(self) -> bytes:
-        """A random per-ledger secret (32 bytes): the key of every population sketch."""
-        return bytes.fromhex(self._db.meta("installation_key"))
+        """This ledger's sketch key (32 bytes): derived from the installation's key store and
+        the ledger id, or (a migrated ledger) its old key unwrapped with them. The ledger file
+        holds neither the key nor anything it can be computed from."""
+        wrapped = self._db.meta_or_none("sketch_key_wrapped")
+        if wrapped:
+            return _xor(bytes.fromhex(wrapped),
+                        _derived(self._keys.wrap, "sketch-key-wrap", self.ledger_id))
+        return _derived(self._keys.sketch, "population-sketch", self.ledger_id)
 
     def sketch(self, table: pd.DataFrame | str | Path) -> PopulationSketch:
         """The keyed sketch of a raw table (a DataFrame, or a CSV/Parquet file) in this ledger."""
         frame = read_population_table(table) if isinstance(table, str | Path) else table
         return PopulationSketch.from_table(frame, self.installation_key())
+
+    @contextlib.contextmanager
+    def _write(self, *, verified: bool = True) -> Iterator[_Tx]:
+        """One write transaction; with ``verified`` it first refuses a ledger that fails
+        :meth:`verify`. After the commit the new head is anchored."""
+        with self._db.write() as tx:
+            if verified:
+                problems = self._problems(tx)
+                if problems:
+                    raise LedgerError(
+                        f"the ledger {self.location} does not verify ({len(problems)} "
+                        f"problem(s); first: {problems[0]}). Nothing is granted or recorded on "
+                        "a ledger that fails its check: run `privsynth budget verify` and "
+                        "restore the ledger from a backup")
+            yield tx
+            anchored = tx.head
+        if anchored is not None:
+            self._anchors.record(self.ledger_id, self.location, *anchored)
+
+    def _problems(self, tx: _Tx, rows: Sequence[dict[str, Any]] | None = None) -> list[str]:
+        """Every problem of the ledger as ``tx`` sees it: keys, location, chain, sketches and
+        registrations, anchors."""
+        rows = tx.entries(None) if rows is None else rows
+        problems: list[str] = []
+        bound = self._anchors.bound(self.location)
+        if bound is not None and bound[0] != self.ledger_id:
+            kept, _ = self._anchors.latest(bound[0])
+            size = f" with {kept.count} anchored entries" if kept is not None else ""
+            problems.append(
+                f"{self.location} holds ledger {self.ledger_id}, but privsynth kept ledger "
+                f"{bound[0]}{size} here (since {bound[1][:19]}); the ledger was replaced by "
+                "another one: put the right ledger back")
+        key_id = tx.meta_get("key_id")
+        if key_id != self._keys.key_id:
+            from privsynth.keys import ENV, key_dir
+
+            problems.append(
+                f"the ledger was keyed by installation key {key_id or '(none recorded)'}, but "
+                f"the key store in {key_dir()} holds key {self._keys.key_id}; its chain cannot "
+                f"be checked: set {ENV} to the key store that wrote the ledger")
+            return problems
+        wrapped = tx.meta_get("sketch_key_wrapped")
+        problems += _verify(rows, tx.meta_get("head_hash"), tx.meta_get("head_count"),
+                            tx.sketch_digests(), link=self._seal, wrapped_sketch_key=wrapped)
+        anchor, bad_lines = self._anchors.latest(self.ledger_id)
+        problems += bad_lines
+        if anchor is not None:
+            found = _compare_head(rows, anchor.count, anchor.hash,
+                                  f"anchor of {anchor.ts[:19]} in {anchor.source}")
+            if found:
+                problems.append(found)
+        return problems
 
     # ------------------------------------------------------------------ officer actions
     def register(self, population: str, *, total_epsilon: float, total_delta: float,
@@ -327,7 +733,7 @@ class Ledger:
             raise LedgerError(f"the table given for population '{population}' has no cells to "
                               "sketch; register it with the table of its people")
         text, digest = sketch.to_text(), sketch.digest
-        with self._db.write() as tx:
+        with self._write() as tx:
             rows = tx.entries(None)
             state = _registrations(rows).get(population)
             if state is not None:
@@ -390,7 +796,7 @@ class Ledger:
             raise LedgerError("set_total needs a new total_epsilon, total_delta or composition")
         if composition is not None:
             _check_choice("composition", composition, COMPOSITIONS)
-        with self._db.write() as tx:
+        with self._write() as tx:
             rows = tx.entries(None)
             state = _registrations(rows).get(population)
             if state is None:
@@ -431,16 +837,8 @@ class Ledger:
         _check_text(population=population, release_id=release_id)
         want_delta = _dec(float(delta))
         reservation_id = uuid.uuid4().hex
-        with self._db.write() as tx:
+        with self._write() as tx:  # verifies the ledger (and its anchors) first
             rows = tx.entries(None)
-            problems = _verify(rows, tx.meta_get("head_hash"), tx.meta_get("head_count"),
-                               tx.sketch_digests())
-            if problems:
-                raise LedgerError(
-                    f"the ledger {self.location} does not verify ({len(problems)} problem(s); "
-                    f"first: {problems[0]}). No budget is granted from a ledger that fails its "
-                    "check: run `privsynth budget verify` and restore the ledger from a backup"
-                )
             state = _registrations(rows).get(population)
             if state is None:
                 raise LedgerError(_unregistered(population, self.location))
@@ -473,12 +871,14 @@ class Ledger:
 
         Never refunds. If the charges add up to more ε or δ than was reserved, an ``overrun``
         entry charges the difference (the data has been read; the budget may go below zero).
+        Recorded even on a ledger that no longer verifies: what ran is never dropped (the
+        reservation was granted on a verified ledger, and the problem stays reported).
         """
         charges = list(charges)
         for c in charges:
             if not isinstance(c, Charge):
                 raise PrivacyError(f"record_charges needs Charge records. Got {type(c).__name__}.")
-        with self._db.write() as tx:
+        with self._write(verified=False) as tx:
             known = tx.reservation(reservation.reservation_id)
             if known is None:
                 raise LedgerError(
@@ -576,20 +976,38 @@ class Ledger:
         return [_public(r) for r in rows]
 
     def verify(self) -> list[str]:
-        """Check the hash chain, the sketches and the registrations. Returns the problems
-        found; ``[]`` when the ledger is intact."""
+        """Check the keyed chain, the sketches, the registrations, the key store, the location
+        and the latest anchor. Returns one line per problem; ``[]`` when the ledger is intact."""
         with self._db.read() as tx:
-            rows = tx.entries(None)
-            head_hash = tx.meta_get("head_hash")
-            head_count = tx.meta_get("head_count")
-            sketches = tx.sketch_digests()
-        return _verify(rows, head_hash, head_count, sketches)
+            return self._problems(tx)
 
     def head(self) -> dict[str, Any]:
-        """The chain head (entry count and last hash): record it in a manifest to anchor it."""
+        """The chain head, to record elsewhere (a release's signed statement) and give back to
+        :meth:`check_head` later: ``ledger_id``, ``count`` (entries), ``hash`` (the last entry's
+        MAC), ``key_id`` (the installation key that keys the chain)."""
         with self._db.read() as tx:
-            return {"count": int(tx.meta_get("head_count") or 0),
-                    "hash": tx.meta_get("head_hash") or GENESIS}
+            return {"ledger_id": self.ledger_id,
+                    "count": int(tx.meta_get("head_count") or 0),
+                    "hash": tx.meta_get("head_hash") or GENESIS,
+                    "key_id": tx.meta_get("key_id") or ""}
+
+    def check_head(self, head: dict[str, Any]) -> list[str]:
+        """Problems when this ledger does not extend ``head`` (a :meth:`head` recorded earlier,
+        e.g. in a release's statement): another ledger, fewer entries (truncated or rolled
+        back), or a different entry at the recorded count. ``[]`` when it does."""
+        try:
+            count, value = int(head["count"]), str(head["hash"])
+        except (KeyError, TypeError, ValueError):
+            return ["the recorded ledger head is malformed: it needs 'count' and 'hash'"]
+        other = head.get("ledger_id")
+        if other and other != self.ledger_id:
+            return [f"the recorded head belongs to ledger {other}, not to ledger "
+                    f"{self.ledger_id} at {self.location}; the ledger was replaced, or the head "
+                    "comes from another ledger"]
+        with self._db.read() as tx:
+            rows = tx.entries(None)
+        found = _compare_head(rows, count, value, "the head a release recorded")
+        return [found] if found else []
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -727,47 +1145,76 @@ def _composed(rows: Sequence[dict[str, Any]], accountant: str) -> tuple[float, f
 
 
 def _verify(rows: Sequence[dict[str, Any]], head_hash: str | None, head_count: str | None,
-            sketches: dict[str, tuple[str, str]]) -> list[str]:
-    """Every problem of the chain, the sketches and the registrations."""
+            sketches: dict[str, tuple[str, str]], *, link: Callable[[dict[str, Any]], str],
+            wrapped_sketch_key: str | None = None) -> list[str]:
+    """Every problem of the chain, the sketches and the registrations. ``link`` computes an
+    entry's chain link (the keyed MAC); entries before a recorded ``migrate`` entry are
+    schema-2 entries, linked by the unkeyed :func:`entry_hash`. Entry-level problems beyond
+    :data:`MAX_ENTRY_PROBLEMS` are counted in one line."""
+    entry_problems: list[str] = []
     problems: list[str] = []
     prev = GENESIS
     registered: dict[str, str] = {}
     reservations: dict[str, str] = {}
+    migration = next((i for i, r in enumerate(rows) if r["kind"] == "migrate"), None)
+    if migration is None and wrapped_sketch_key:
+        problems.append("the ledger's meta table holds a sketch key that no recorded migration "
+                        "put there; it was added outside privsynth (it would change every new "
+                        "sketch)")
     for index, row in enumerate(rows, start=1):
+        legacy = migration is not None and index - 1 < migration
         seq = int(row["seq"])
         if seq != index:
-            problems.append(
+            entry_problems.append(
                 f"entry {seq}: expected sequence number {index}; an entry was removed, "
                 "inserted or renumbered"
             )
         if row["prev_hash"] != prev:
-            problems.append(
+            entry_problems.append(
                 f"entry {seq}: does not link to the entry before it; an entry was removed, "
                 "inserted or reordered"
             )
-        if entry_hash(row) != row["hash"]:
-            problems.append(f"entry {seq}: its content does not match its hash; it was edited")
+        if legacy and entry_hash(row) != row["hash"]:
+            entry_problems.append(f"entry {seq} (from schema 2): its content does not match its "
+                                  "hash; it was edited")
+        elif not legacy and not hmac.compare_digest(link(row), str(row["hash"])):
+            entry_problems.append(
+                f"entry {seq}: its content does not match its MAC; it was edited, or the chain "
+                "was recomputed without the installation key")
         prev = row["hash"]
         kind, population = row["kind"], row["population"]
-        if kind not in KINDS:
-            problems.append(f"entry {seq}: unknown kind {kind!r}")
+        if kind == "migrate":
+            if index - 1 != migration:
+                entry_problems.append(f"entry {seq}: a second migration entry")
+            elif _digest(wrapped_sketch_key or "") != _details(row).get("sketch_key_digest"):
+                problems.append("the ledger's wrapped sketch key does not match the one its "
+                                "migration recorded; it was edited or removed")
+        elif kind not in KINDS:
+            entry_problems.append(f"entry {seq}: unknown kind {kind!r}")
         elif kind == "register":
             if population in registered:
-                problems.append(f"entry {seq}: population '{population}' registered twice")
+                entry_problems.append(f"entry {seq}: population '{population}' registered twice")
             else:
                 try:
                     registered[population] = _details(row)["sketch_digest"]
                 except (ValueError, KeyError, TypeError):
-                    problems.append(f"entry {seq}: a registration without a sketch digest")
+                    entry_problems.append(f"entry {seq}: a registration without a sketch digest")
         elif population not in registered:
-            problems.append(f"entry {seq}: a {kind} entry for population '{population}', "
-                            "which is not registered before it")
+            entry_problems.append(f"entry {seq}: a {kind} entry for population "
+                                  f"'{population}', which is not registered before it")
         elif kind == "reserve":
             reservations[row["reservation_id"]] = population
         elif kind in ("charge", "overrun") and \
                 reservations.get(row["reservation_id"]) != population:
-            problems.append(f"entry {seq}: a {kind} entry without an earlier reservation of "
-                            f"population '{population}'")
+            entry_problems.append(f"entry {seq}: a {kind} entry without an earlier reservation "
+                                  f"of population '{population}'")
+    if len(entry_problems) > MAX_ENTRY_PROBLEMS:
+        more = len(entry_problems) - MAX_ENTRY_PROBLEMS
+        problems = entry_problems[:MAX_ENTRY_PROBLEMS] + [
+            f"... and {more} more problem(s) with entries; the ledger was edited extensively"
+        ] + problems
+    else:
+        problems = entry_problems + problems
     if head_count is not None and int(head_count) != len(rows):
         problems.append(
             f"the ledger head records {head_count} entries but {len(rows)} are present; "
@@ -791,6 +1238,31 @@ def _verify(rows: Sequence[dict[str, Any]], head_hash: str | None, head_count: s
     return problems
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _may_create(place: str, create: bool) -> None:
+    """Refuse to create a ledger at ``place`` unless asked, and never where the anchors show a
+    ledger with entries was kept (it was deleted or moved: a fresh one would hide its spending)."""
+    keys = _keys_if_any()
+    anchors = _Anchors(keys)
+    bound = anchors.bound(place) if keys is not None else None
+    kept = anchors.latest(bound[0])[0] if bound is not None else None
+    if kept is not None and kept.count > 0:
+        raise LedgerError(
+            f"{place}: no ledger there, but the anchors in {anchor_dir()} show that ledger "
+            f"{bound[0]} with {kept.count} entries was kept there (last anchored "
+            f"{kept.ts[:19]}); it was deleted or moved. Restore it from a backup (an older "
+            "backup is reported as a rollback); privsynth does not start a new ledger in its "
+            "place: choose another path for a new ledger")
+    if not create:
+        raise LedgerError(
+            f"{place}: no ledger there. Check the path (--ledger, ${ENV_VAR} or the policy's "
+            "budget.ledger); a privacy officer creates a ledger by registering a population: "
+            f"`{register_command('ID')}`")
+
+
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["seq"] = int(out["seq"])
@@ -808,6 +1280,7 @@ class _Tx:
     def __init__(self, backend: _Backend, cur: Any) -> None:
         self._b = backend
         self._cur = cur
+        self.head: tuple[int, str] | None = None  # (count, MAC) after this transaction's appends
 
     def q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         self._cur.execute(self._b.sql(sql), tuple(params))
@@ -856,24 +1329,40 @@ class _Tx:
             "reservation_id": reservation_id, "epsilon_micro": int(epsilon_micro),
             "delta": repr(float(delta)), "details": _canonical(details), "prev_hash": prev,
         }
-        row["hash"] = entry_hash(row)
+        row["hash"] = self._b.seal(row)
         cols = ", ".join(_ENTRY_COLUMNS)
         marks = ", ".join("?" for _ in _ENTRY_COLUMNS)
         self.q(f"INSERT INTO ledger_entries ({cols}) VALUES ({marks})",
                [row[c] for c in _ENTRY_COLUMNS])
         self.meta_set("head_count", str(row["seq"]))
         self.meta_set("head_hash", row["hash"])
+        self.head = (row["seq"], row["hash"])
         return row["seq"]
 
 
 class _Backend:
     location = "<ledger>"
 
+    def seal(self, row: dict[str, Any]) -> str:
+        """The chain link of a new entry; the :class:`Ledger` sets its keyed MAC here."""
+        raise LedgerError("internal: a ledger entry was appended without the chain key")
+
     def sql(self, text: str) -> str:
         return text
 
-    def init_schema(self) -> None:
+    def version(self) -> str | None:
+        """The schema version; ``None`` when the location holds no ledger yet."""
         raise NotImplementedError
+
+    def create(self, *, ledger_id: str, key_id: str) -> None:
+        """Create the tables and seed the meta table (a concurrent creator's values win)."""
+        raise NotImplementedError
+
+    def refresh_schema(self) -> None:
+        """Put back what an honest open restores (SQLite's append-only triggers)."""
+
+    def purge(self) -> None:
+        """Make deleted rows unrecoverable from the storage (after a migration)."""
 
     def write(self) -> contextlib.AbstractContextManager[_Tx]:
         raise NotImplementedError
@@ -884,30 +1373,39 @@ class _Backend:
     def close(self) -> None:
         raise NotImplementedError
 
-    def meta(self, key: str) -> str:
+    def meta_or_none(self, key: str) -> str | None:
         with self.read() as tx:
-            value = tx.meta_get(key)
+            return tx.meta_get(key)
+
+    def meta(self, key: str) -> str:
+        value = self.meta_or_none(key)
         if value is None:
-            raise LedgerError(f"the ledger has no '{key}'; was it created by privsynth?")
+            raise LedgerError(f"{self.location}: the ledger has no '{key}' in its meta table; "
+                              "it was not written by this privsynth or was edited: restore it "
+                              "from a backup")
         return value
 
-    def _check_version(self, tx: _Tx) -> None:
-        """Before any table of this version is created: refuse a ledger of another version."""
-        version = tx.meta_get("schema_version")
-        if version is None or version == SCHEMA_VERSION:
+    def check_version(self, version: str) -> None:
+        """Refuse a ledger of another schema version, with what to do."""
+        if version == SCHEMA_VERSION:
             return
         if version == "1":
             raise LedgerError(f"{self.location}: cannot use this ledger: {_V1_HELP}")
+        if version == LEGACY_SCHEMA:
+            raise LedgerError(
+                f"{self.location}: the ledger has schema version {LEGACY_SCHEMA} (an unkeyed "
+                "hash chain, its sketch key inside the file). A privacy officer converts it "
+                "once, as a recorded entry: `privsynth budget migrate --ledger "
+                f"{self.location} --officer NAME` (keep a backup of the file first)")
         raise LedgerError(
-            f"{self.location}: the ledger has schema version {version}; this privsynth reads "
-            f"version {SCHEMA_VERSION}"
+            f"{self.location}: the ledger has schema version {version or '(none)'}; this "
+            f"privsynth reads version {SCHEMA_VERSION}"
         )
 
     @staticmethod
-    def _seed_meta(tx: _Tx) -> None:
-        for key, value in (("schema_version", SCHEMA_VERSION),
-                           ("installation_key", secrets.token_hex(32)),
-                           ("head_count", "0"), ("head_hash", GENESIS)):
+    def _seed_meta(tx: _Tx, ledger_id: str, key_id: str) -> None:
+        for key, value in (("schema_version", SCHEMA_VERSION), ("ledger_id", ledger_id),
+                           ("key_id", key_id), ("head_count", "0"), ("head_hash", GENESIS)):
             tx.q("INSERT INTO ledger_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
                  (key, value))
 
@@ -915,7 +1413,7 @@ class _Backend:
 class _SqliteBackend(_Backend):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.location = str(path)
+        self.location = ledger_place(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(path), timeout=120.0, isolation_level=None)
@@ -925,6 +1423,7 @@ class _SqliteBackend(_Backend):
             self.conn.execute("PRAGMA busy_timeout = 120000")
             self._pragma_wal()
             self.conn.execute("PRAGMA synchronous = FULL")
+            self.conn.execute("PRAGMA secure_delete = ON")
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise LedgerError(f"{path}: not a usable SQLite ledger ({exc})") from None
@@ -941,16 +1440,38 @@ class _SqliteBackend(_Backend):
                     raise
                 time.sleep(0.05)
 
-    def init_schema(self) -> None:
+    def version(self) -> str | None:
+        try:
+            with self.read() as tx:
+                if not tx.q("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                            "AND name = 'ledger_meta'"):
+                    return None
+                return tx.meta_get("schema_version") or ""
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.path}: not a usable SQLite ledger ({exc})") from None
+
+    def create(self, *, ledger_id: str, key_id: str) -> None:
         try:
             with self.write() as tx:
                 tx.q(_META_TABLE)
-                self._check_version(tx)
+                version = tx.meta_get("schema_version")
+                if version is not None:
+                    self.check_version(version)
                 for stmt in _SQLITE_SCHEMA:
                     tx.q(stmt)
-                self._seed_meta(tx)
+                self._seed_meta(tx, ledger_id, key_id)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.path}: not a usable SQLite ledger ({exc})") from None
+
+    def refresh_schema(self) -> None:
+        with self.write() as tx:
+            for stmt in _SQLITE_SCHEMA:
+                tx.q(stmt)
+
+    def purge(self) -> None:
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.execute("VACUUM")
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextlib.contextmanager
     def write(self) -> Iterator[_Tx]:
@@ -981,7 +1502,7 @@ class _SqliteBackend(_Backend):
 
 
 class _PostgresBackend(_Backend):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, place: str) -> None:
         try:
             import psycopg
         except ImportError:
@@ -989,20 +1510,29 @@ class _PostgresBackend(_Backend):
                 "a postgresql:// ledger needs psycopg 3: pip install 'privsynth[postgres]'"
             ) from None
         self._psycopg = psycopg
-        self.location = "the PostgreSQL ledger"
+        self.location = place  # never the URL: it may hold a password
         try:
             self.conn = psycopg.connect(url, autocommit=True)
         except psycopg.Error as exc:
-            raise LedgerError(f"cannot connect to the PostgreSQL ledger ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc) else ''})") from None
+            raise LedgerError(f"cannot connect to the PostgreSQL ledger {place} "
+                              f"({type(exc).__name__}; check the URL, the server and the "
+                              "credentials)") from None
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
 
-    def init_schema(self) -> None:
+    def version(self) -> str | None:
+        with self.read() as tx:
+            if tx.q("SELECT to_regclass('ledger_meta')")[0][0] is None:
+                return None
+            return tx.meta_get("schema_version") or ""
+
+    def create(self, *, ledger_id: str, key_id: str) -> None:
         with self.write() as tx:
             tx._cur.execute(_META_TABLE)
-            self._check_version(tx)
+            version = tx.meta_get("schema_version")
+            if version is not None:
+                self.check_version(version)
             for stmt in _PG_SCHEMA:
                 tx._cur.execute(stmt)
             for name, when in _PG_TRIGGERS.items():
@@ -1010,7 +1540,10 @@ class _PostgresBackend(_Backend):
                 if not exists:
                     tx._cur.execute(f"CREATE TRIGGER {name} {when} FOR EACH ROW "
                                     "EXECUTE FUNCTION privsynth_ledger_append_only()")
-            self._seed_meta(tx)
+            self._seed_meta(tx, ledger_id, key_id)
+
+    def purge(self) -> None:
+        self.conn.execute("VACUUM FULL ledger_meta")
 
     @contextlib.contextmanager
     def write(self) -> Iterator[_Tx]:
