@@ -427,7 +427,7 @@ def budget_set_total(
     if total_epsilon is None and total_delta is None:
         raise _fail(PrivsynthError("give --total-epsilon, --total-delta or both"))
     try:
-        with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
+        with Ledger.open(resolve_ledger_location(ledger, policy), create=False) as book:
             set_population_total(book, out_console, population, total_epsilon=total_epsilon,
                                  total_delta=total_delta, officer=officer, reason=reason)
     except PrivsynthError as exc:
@@ -449,7 +449,7 @@ def budget_show(
     from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
 
     try:
-        with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
+        with Ledger.open(resolve_ledger_location(ledger, policy), create=False) as book:
             show_budget(book, out_console, population=population)
     except PrivsynthError as exc:
         raise _fail(exc) from None
@@ -469,8 +469,31 @@ def budget_verify(
     from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
 
     try:
-        with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
+        with Ledger.open(resolve_ledger_location(ledger, policy), create=False) as book:
             problems = verify_ledger(book, out_console)
     except PrivsynthError as exc:
         raise _fail(exc) from None
     raise typer.Exit(EXIT_ERROR if problems else EXIT_OK)
+
+
+@budget_app.command("migrate")
+def budget_migrate(
+    officer: Annotated[str, typer.Option(help="The privacy officer migrating it (recorded).")],
+    note: Annotated[str, typer.Option(help="Recorded with the migration.")] = "",
+    ledger: Annotated[str | None, typer.Option(help=_LEDGER_HELP)] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", "-p", help=_POLICY_HELP)] = None,
+) -> None:
+    """Convert a schema-2 ledger to schema 3 (keyed chain, sketch key out of the file): one
+    recorded entry. Keep a backup of the file first."""
+    from privsynth.privacy.budget_report import resolve_ledger_location  # noqa: PLC0415
+    from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
+
+    try:
+        done = Ledger.migrate(resolve_ledger_location(ledger, policy), officer=officer,
+                              note=note)
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
+    say = out_console.print
+    say(f"[green]migrated[/] {plain(done['location'])} to schema 3: {done['entries']} schema-2 "
+        f"entries kept, ledger id {done['ledger_id']}; officer {plain(officer)}")
+    raise typer.Exit(EXIT_OK)
