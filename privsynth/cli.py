@@ -25,6 +25,8 @@ policy_app = typer.Typer(help="Write and check release policies.", no_args_is_he
 budget_app = typer.Typer(help="The privacy-budget ledger.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(budget_app, name="budget")
+keys_app = typer.Typer(help="This installation's bundle-signing key.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 #: Progress, logs and errors go to stderr; results (summaries, check reports, tables) to stdout.
 #: Every data-derived string is interpolated through ``plain`` (see privsynth.console).
 console = PlainConsole(stderr=True)
@@ -85,7 +87,8 @@ def release(
     out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the release bundle.")],
     ledger: Annotated[str | None, typer.Option(help="Ledger file or postgresql:// URL.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    audits: Annotated[Path, typer.Option(help="Where audit reports are copied.")] = Path("audits"),
+    audits: Annotated[Path | None, typer.Option(
+        help="Folder for a second copy of the internal report; none by default.")] = None,
 ) -> None:
     """Train a DP generator, sample, audit, gate, and write the release bundle."""
     from privsynth.pipeline import synthesize  # noqa: PLC0415 (keeps `--help` fast)
@@ -196,24 +199,60 @@ def demo(
                                 composition="sum", allow_overlap_with=())
     except PrivsynthError as exc:
         raise _fail(exc) from None
-    release(DEMO_DATA, policy, out, ledger=ledger, device=None, audits=Path("audits"))
+    release(DEMO_DATA, policy, out, ledger=ledger, device=None, audits=None)
 
 
 @app.command()
-def verify(bundle: Annotated[Path, typer.Argument(help="A release bundle folder.")]) -> None:
-    """Check a bundle: file hashes match the manifest, and every charge recomputes."""
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="A release bundle folder, or a copy of its "
+                                                 "public/ part.")],
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="File holding the releasing installation's public key (from "
+                             "`privsynth keys export` there); default: this installation's "
+                             "own key.")] = None,
+    ledger: Annotated[str | None, typer.Option(
+        help="The ledger the release charged: its anchored head and the release's charges "
+             "must be in it.")] = None,
+) -> None:
+    """Check a bundle: its signature under the pinned key, the file set, the gate decision,
+    every charge recomputed, and (with --ledger) the charges in the ledger."""
+    from rich.markup import escape  # noqa: PLC0415
+
     from privsynth.release.verify import NO_PUBLIC_PART, verify_bundle  # noqa: PLC0415
 
-    problems = verify_bundle(bundle)
+    try:
+        key = public_key.read_text(encoding="ascii") if public_key is not None else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(PrivsynthError(f"{public_key}: cannot read the public key "
+                                   f"({type(exc).__name__}); give the file that `privsynth "
+                                   "keys export` wrote")) from None
+    problems = verify_bundle(bundle, public_key=key, ledger=ledger)
     for problem in problems:
-        console.print(f"[red]problem:[/] {problem}")
+        console.print(f"[red]problem:[/] {escape(problem)}")  # names come from the bundle
     if problems:
         raise typer.Exit(EXIT_ERROR)
-    if not (bundle / "public").exists():
-        console.print(f"[green]ok[/] {bundle}: {NO_PUBLIC_PART}; nothing in it is to be shared")
+    if (bundle / "manifest.json").exists():
+        console.print(f"[green]ok[/] {bundle}: a public copy signed by the pinned key; files "
+                      "match; every charge's ε and δ recompute from its recorded inputs")
         return
-    console.print(f"[green]ok[/] {bundle}: files match the manifest; every charge's ε and δ "
-                  "recompute from its recorded inputs")
+    if not (bundle / "public").exists():
+        console.print(f"[green]ok[/] {bundle}: signed by the pinned key; {NO_PUBLIC_PART}; "
+                      "nothing in it is to be shared")
+        return
+    console.print(f"[green]ok[/] {bundle}: signed by the pinned key; files match the signed "
+                  "statement; every charge's ε and δ recompute from its recorded inputs")
+
+
+@keys_app.command("export")
+def keys_export() -> None:
+    """Print this installation's public key (64 hex characters; made on first use) for the
+    recipients and auditors who verify its bundles: `privsynth keys export > release.pub`."""
+    from privsynth.keys import export_public_key, load_keys  # noqa: PLC0415
+
+    try:
+        typer.echo(export_public_key(load_keys(create=True)))
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
 
 
 @app.command()
@@ -316,8 +355,9 @@ def policy_init(
                                    "draft, e.g. -o policies/mytable.yaml"))
     if not to_stdout and target.exists() and not force:
         raise _fail(PrivsynthError(f"{clean(target)}: exists; pass --force to overwrite it"))
-    if data.is_dir():
-        raise _fail(PrivsynthError(f"{clean(data)}: is a folder; give a CSV or Parquet file"))
+    problem = _table_file_problem(data)
+    if problem:
+        raise _fail(PrivsynthError(problem))
     try:
         text = draft_policy(read_table(data), source_name=data.name)
     except PrivsynthError as exc:
@@ -329,6 +369,28 @@ def policy_init(
     out_console.print(f"[green]wrote[/] {plain(target)}: a draft; review every line, declare "
                       "public bounds and domains, then "
                       f"`privsynth policy check {plain(target)}`")
+
+
+_PACKED = (".gz", ".bz2", ".xz", ".zip", ".zst", ".tar", ".parquet", ".pq")
+
+
+def _table_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a table file (missing, a folder, binary where text is expected),
+    or None. A NUL byte in the first 64 KiB of an uncompressed CSV means it is not text."""
+    if path.is_dir():
+        return f"{clean(path)}: is a folder; give a CSV or Parquet file"
+    if not path.is_file():
+        return f"{clean(path)}: no such file; check the path"
+    if not any(suffix.lower() in _PACKED for suffix in path.suffixes):
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(1 << 16)
+        except OSError as exc:
+            return f"{clean(path)}: cannot be read ({exc.strerror or type(exc).__name__})"
+        if b"\x00" in head:
+            return (f"{clean(path)}: holds NUL bytes, so it is not a CSV text file; give a "
+                    "CSV (UTF-8, optionally .gz) or a Parquet file")
+    return None
 
 
 def _write_text(target: Path, text: str, what: str) -> None:
@@ -388,10 +450,9 @@ def budget_register(
     if composition not in ("sum", "accountant"):
         raise _fail(PrivsynthError("--composition must be sum or accountant; got "
                                    f"{clean(composition)!r}"))
-    if not data.is_file():
-        what = "is a folder" if data.is_dir() else "no such file"
-        raise _fail(PrivsynthError(f"{clean(data)}: {what}; give the population's CSV or "
-                                   "Parquet file"))
+    problem = _table_file_problem(data)
+    if problem:
+        raise _fail(PrivsynthError(problem))
     try:
         with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
             register_population(book, out_console, population, data=data,

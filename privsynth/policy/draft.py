@@ -22,6 +22,7 @@ import textwrap
 
 import pandas as pd
 
+from privsynth.console import clean
 from privsynth.policy.identifiers import KINDS, detect_identifiers, kind_by_name
 
 _TRUE_FALSE = {"true", "false", "t", "f", "yes", "no", "y", "n"}
@@ -149,7 +150,9 @@ def _quote(text: str) -> str:
 
 
 def _comment_text(text: str) -> str:
-    return str(text).replace("\n", " ")
+    """``text`` fit for a YAML comment: one line, control characters escaped (YAML refuses
+    them, so a file name holding one would make the whole draft unreadable)."""
+    return clean(text)
 
 
 __all__ = ["draft_policy", "infer_kind"]
