@@ -468,3 +468,37 @@ def test_budget_migrate_command(tmp_path):
     assert "migrated" in done.output
     ok = runner.invoke(app, ["budget", "verify", "--ledger", where])
     assert ok.exit_code == 0, ok.output
+
+
+# ---------------------------------------------------------------------- PostgreSQL table rights
+def test_postgres_writer_role_can_only_append(pg_server):
+    # The rights docs/ledger.md tells a deployment to set: the releasing role may read and
+    # append, never rewrite, delete or switch off the append-only triggers.
+    import uuid
+
+    import psycopg
+
+    url = pg_server()
+    _filled(url, releases=1)  # the owner (an administrator role) creates the tables
+    role = "ps_writer_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute("REVOKE ALL ON ledger_entries, ledger_sketches, ledger_meta FROM PUBLIC")
+        conn.execute(f"GRANT SELECT, INSERT ON ledger_entries, ledger_sketches TO {role}")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE ON ledger_meta TO {role}")
+    writer = url.replace("postgresql://privsynth@", f"postgresql://{role}@")
+    with Ledger.open(writer, create=False) as ledger:
+        assert ledger.verify() == []
+        res = ledger.reserve(population=POP, release_id="as-writer", epsilon=0.1, delta=1e-6)
+        ledger.record_charges(res, [Charge("training", "laplace", 0.1, 0.0)])
+        assert ledger.verify() == []
+    with psycopg.connect(writer, autocommit=True) as conn:
+        for attack in ("UPDATE ledger_entries SET epsilon_micro = 1",
+                       "DELETE FROM ledger_entries WHERE seq = 2",
+                       "DELETE FROM ledger_sketches",
+                       "ALTER TABLE ledger_entries DISABLE TRIGGER USER",
+                       "DROP TABLE ledger_entries"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(attack)
+    with Ledger.open(url, create=False) as ledger:
+        assert ledger.verify() == [] and ledger.head()["count"] == 5

@@ -281,7 +281,7 @@ def entry_mac(key: bytes, ledger_id: str, row: dict[str, Any]) -> str:
     ledger id, the entry's content and its predecessor's MAC. Without the key nobody can
     recompute it after an edit; the ledger id ties every entry to its ledger."""
     text = _canonical(["privsynth-ledger-v3", ledger_id, *_entry_body(row)])
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, text.encode(), "sha256").hex()
 
 
 # ---------------------------------------------------------------------- keys, places, anchors
@@ -1281,6 +1281,7 @@ class _Tx:
         self._b = backend
         self._cur = cur
         self.head: tuple[int, str] | None = None  # (count, MAC) after this transaction's appends
+        self._all: list[dict[str, Any]] | None = None  # every entry, read once per transaction
 
     def q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         self._cur.execute(self._b.sql(sql), tuple(params))
@@ -1297,7 +1298,10 @@ class _Tx:
     def entries(self, population: str | None) -> list[dict[str, Any]]:
         cols = ", ".join(_ENTRY_COLUMNS)
         if population is None:
-            rows = self.q(f"SELECT {cols} FROM ledger_entries ORDER BY seq")
+            if self._all is None:
+                rows = self.q(f"SELECT {cols} FROM ledger_entries ORDER BY seq")
+                self._all = [dict(zip(_ENTRY_COLUMNS, r, strict=True)) for r in rows]
+            return [dict(r) for r in self._all]
         else:
             rows = self.q(f"SELECT {cols} FROM ledger_entries WHERE population = ? ORDER BY seq",
                           (population,))
@@ -1337,6 +1341,7 @@ class _Tx:
         self.meta_set("head_count", str(row["seq"]))
         self.meta_set("head_hash", row["hash"])
         self.head = (row["seq"], row["hash"])
+        self._all = None
         return row["seq"]
 
 

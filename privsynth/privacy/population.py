@@ -12,10 +12,11 @@ column): numbers so that ``3``, ``3.0``, ``"3"`` and ``"003"`` agree; strings st
 as one token; ISO dates and datetimes (``2020-01-31``, ``2020-01-31 10:00``, timezone-aware ones
 in UTC) as nanoseconds since the epoch. Column names are *not* used.
 
-**Row views.** Each canonical text gets a 64-bit HMAC-SHA-256 hash under the installation's secret
-key (:meth:`privsynth.privacy.ledger.Ledger.installation_key`). A row's *full view* is the multiset
-of its cells, hashed order-free (the sum of the cell hashes mod 2^64, then a fixed bijective
-mixer), so renaming or reordering columns changes nothing. Its *leave-one-out views* (one per
+**Row views.** Each canonical text gets a 64-bit HMAC-SHA-256 hash under the ledger's secret
+sketch key (:meth:`privsynth.privacy.ledger.Ledger.installation_key`: derived from the
+installation's key store and the ledger id, never stored in the ledger). A row's *full view* is
+the multiset of its cells, hashed order-free (the sum of the cell hashes mod 2^64, then a fixed
+bijective mixer), so renaming or reordering columns changes nothing. Its *leave-one-out views* (one per
 column, for tables of at least three columns) are the same multiset less one cell. All views share
 one key space, so a row with one column more, one column less or one column changed still shares a
 view with the original row.
@@ -51,8 +52,11 @@ rows, or all cells but one, e.g. a handful of categorical columns; tables of one
 
 **What is stored.** 64-bit keyed hashes and θ: no cell value, no column name and no row count
 (θ and the number of keys together give a rough size of the table; the ledger is internal).
-Whoever holds the ledger database holds the key as well, and can test whether a *candidate* row
-is in the sample: protect the ledger like the data.
+The key is not in the ledger (schema 3): a copy of the ledger alone does not let anyone test
+whether a *candidate* row is in the sample; the ledger together with the installation's key
+store does, so protect the key store like the data. A ledger migrated from schema 2 keeps its
+old key (wrapped, in the file): copies of the schema-2 file made before the migration hold it in
+clear (docs/ledger.md).
 """
 
 from __future__ import annotations
