@@ -25,6 +25,8 @@ policy_app = typer.Typer(help="Write and check release policies.", no_args_is_he
 budget_app = typer.Typer(help="The privacy-budget ledger.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(budget_app, name="budget")
+keys_app = typer.Typer(help="This installation's bundle-signing key.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 #: Progress, logs and errors go to stderr; results (summaries, check reports, tables) to stdout.
 #: Every data-derived string is interpolated through ``plain`` (see privsynth.console).
 console = PlainConsole(stderr=True)
@@ -85,7 +87,8 @@ def release(
     out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the release bundle.")],
     ledger: Annotated[str | None, typer.Option(help="Ledger file or postgresql:// URL.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    audits: Annotated[Path, typer.Option(help="Where audit reports are copied.")] = Path("audits"),
+    audits: Annotated[Path | None, typer.Option(
+        help="Folder for a second copy of the internal report; none by default.")] = None,
 ) -> None:
     """Train a DP generator, sample, audit, gate, and write the release bundle."""
     from privsynth.pipeline import synthesize  # noqa: PLC0415 (keeps `--help` fast)
@@ -196,24 +199,60 @@ def demo(
                                 composition="sum", allow_overlap_with=())
     except PrivsynthError as exc:
         raise _fail(exc) from None
-    release(DEMO_DATA, policy, out, ledger=ledger, device=None, audits=Path("audits"))
+    release(DEMO_DATA, policy, out, ledger=ledger, device=None, audits=None)
 
 
 @app.command()
-def verify(bundle: Annotated[Path, typer.Argument(help="A release bundle folder.")]) -> None:
-    """Check a bundle: file hashes match the manifest, and every charge recomputes."""
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="A release bundle folder, or a copy of its "
+                                                 "public/ part.")],
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="File holding the releasing installation's public key (from "
+                             "`privsynth keys export` there); default: this installation's "
+                             "own key.")] = None,
+    ledger: Annotated[str | None, typer.Option(
+        help="The ledger the release charged: its anchored head and the release's charges "
+             "must be in it.")] = None,
+) -> None:
+    """Check a bundle: its signature under the pinned key, the file set, the gate decision,
+    every charge recomputed, and (with --ledger) the charges in the ledger."""
+    from rich.markup import escape  # noqa: PLC0415
+
     from privsynth.release.verify import NO_PUBLIC_PART, verify_bundle  # noqa: PLC0415
 
-    problems = verify_bundle(bundle)
+    try:
+        key = public_key.read_text(encoding="ascii") if public_key is not None else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(PrivsynthError(f"{public_key}: cannot read the public key "
+                                   f"({type(exc).__name__}); give the file that `privsynth "
+                                   "keys export` wrote")) from None
+    problems = verify_bundle(bundle, public_key=key, ledger=ledger)
     for problem in problems:
-        console.print(f"[red]problem:[/] {problem}")
+        console.print(f"[red]problem:[/] {escape(problem)}")  # names come from the bundle
     if problems:
         raise typer.Exit(EXIT_ERROR)
-    if not (bundle / "public").exists():
-        console.print(f"[green]ok[/] {bundle}: {NO_PUBLIC_PART}; nothing in it is to be shared")
+    if (bundle / "manifest.json").exists():
+        console.print(f"[green]ok[/] {bundle}: a public copy signed by the pinned key; files "
+                      "match; every charge's ε and δ recompute from its recorded inputs")
         return
-    console.print(f"[green]ok[/] {bundle}: files match the manifest; every charge's ε and δ "
-                  "recompute from its recorded inputs")
+    if not (bundle / "public").exists():
+        console.print(f"[green]ok[/] {bundle}: signed by the pinned key; {NO_PUBLIC_PART}; "
+                      "nothing in it is to be shared")
+        return
+    console.print(f"[green]ok[/] {bundle}: signed by the pinned key; files match the signed "
+                  "statement; every charge's ε and δ recompute from its recorded inputs")
+
+
+@keys_app.command("export")
+def keys_export() -> None:
+    """Print this installation's public key (64 hex characters; made on first use) for the
+    recipients and auditors who verify its bundles: `privsynth keys export > release.pub`."""
+    from privsynth.keys import export_public_key, load_keys  # noqa: PLC0415
+
+    try:
+        typer.echo(export_public_key(load_keys(create=True)))
+    except PrivsynthError as exc:
+        raise _fail(exc) from None
 
 
 @app.command()

@@ -22,13 +22,14 @@ import pytest
 from privsynth.audit.result import AuditResult, RiskResult
 from privsynth.data.schema import TableSchema
 from privsynth.gate import decide
+from privsynth.keys import load_keys
 from privsynth.policy.loader import parse_policy
 from privsynth.policy.model import Thresholds
 from privsynth.privacy import mechanisms
 from privsynth.privacy.accounting import dpsgd_charge
 from privsynth.privacy.events import Charge, PrivacySpend
 from privsynth.privacy.noise import SeededNoise
-from privsynth.release.bundle import sha256_file
+from privsynth.release.bundle import sha256_file, sign_public
 from privsynth.release.manifest import build_manifest
 from privsynth.release.verify import verify_bundle
 
@@ -81,7 +82,8 @@ def _bundle(root: Path, manifest: dict) -> Path:
         public / "synthetic.csv", index=False)
     manifest = {**manifest, "files": {"synthetic.csv": sha256_file(public / "synthetic.csv")}}
     (public / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return root
+    sign_public(public, manifest["release_id"], load_keys(create=True))  # the signature holds:
+    return root  # what is tested is verify's recomputation of the charges
 
 
 TAMPER = {  # mechanism -> (param, new value): each makes the true cost exceed the stated one

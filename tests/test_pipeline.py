@@ -77,7 +77,7 @@ def test_release_end_to_end(table, policy, ledger, tmp_path):
     out = release.write(tmp_path / "bundle", audits_dir=tmp_path / "audits")
     public = out / "public"
     assert sorted(p.name for p in public.iterdir()) == [
-        "manifest.json", "synthetic.csv", "synthetic.parquet"]
+        "manifest.json", "statement.dsse.json", "synthetic.csv", "synthetic.parquet"]
     manifest = json.loads((public / "manifest.json").read_text())
     synthetic = pd.read_csv(public / "synthetic.csv")
     assert list(synthetic.columns) == list(policy.columns)

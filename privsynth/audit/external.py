@@ -59,17 +59,23 @@ def audit_tables(train: str | Path | pd.DataFrame, holdout: str | Path | pd.Data
     return ExternalAudit(result, decision, report)
 
 
-def dp_claim_from_bundle(bundle: Path, synthetic: Path) -> bool:
-    """True when ``bundle`` verifies and its public manifest lists ``synthetic`` (by SHA-256).
+def dp_claim_from_bundle(bundle: Path, synthetic: Path, *,
+                         public_key: bytes | str | None = None) -> bool:
+    """True when ``bundle`` (or a copy of its public part) verifies under the pinned key
+    (``public_key``, else this installation's) and its public manifest lists ``synthetic`` (by
+    SHA-256).
 
-    A DP claim is never taken on someone's word: it comes from a verified privsynth manifest
-    whose recomputed charges back it. Raises PrivsynthError saying what is wrong otherwise.
+    A DP claim is never taken on someone's word: it comes from a signed, verified privsynth
+    manifest whose recomputed charges back it. Raises PrivsynthError saying what is wrong
+    otherwise.
     """
     from privsynth.release.bundle import sha256_file  # noqa: PLC0415
     from privsynth.release.verify import verify_bundle  # noqa: PLC0415
 
-    problems = verify_bundle(bundle)
+    problems = verify_bundle(bundle, public_key=public_key)
     manifest = Path(bundle) / "public" / "manifest.json"
+    if not manifest.is_file():
+        manifest = Path(bundle) / "manifest.json"  # a recipient's copy of public/
     if problems or not manifest.is_file():
         detail = "; ".join(problems) or "it has no public part (blocked or development run)"
         raise PrivsynthError(f"{bundle}: cannot back a DP claim: {detail}")
