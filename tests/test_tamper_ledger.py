@@ -325,7 +325,9 @@ def test_a_rollback_is_caught_by_a_release_head_even_without_local_anchors(tmp_p
     shutil.copyfile(tmp_path / "older.sqlite", where)
     from privsynth.privacy.ledger import anchor_dir
 
-    shutil.rmtree(anchor_dir())
+    (anchor_dir() / f"{recorded['ledger_id']}.jsonl").unlink()
+    with Ledger.open(where, create=False) as ledger:
+        assert ledger.verify() == []  # locally, nothing is left to compare with
     with Ledger.open(where, create=False) as ledger:
         problems = ledger.check_head(recorded)
         assert len(problems) == 1 and "\n" not in problems[0]
@@ -502,3 +504,25 @@ def test_postgres_writer_role_can_only_append(pg_server):
                 conn.execute(attack)
     with Ledger.open(url, create=False) as ledger:
         assert ledger.verify() == [] and ledger.head()["count"] == 5
+
+
+def test_a_release_never_creates_a_ledger(tmp_path, adult_policy_path):
+    # Old code: a release against a mistyped ledger path created an empty ledger there.
+    from privsynth import pipeline
+    from privsynth.policy.loader import load_policy
+
+    missing = tmp_path / "typo" / "ledger.sqlite"
+    data = Path(__file__).resolve().parents[1] / "privsynth" / "demo" / "adult.csv.gz"
+    with pytest.raises(LedgerError, match="no ledger there") as err:
+        pipeline.synthesize(data, load_policy(adult_policy_path), ledger=str(missing))
+    assert str(missing) in str(err.value) and "privsynth budget register" in str(err.value)
+    assert not missing.exists()
+
+
+def test_an_unwritable_anchor_sink_is_refused_on_open(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("PRIVSYNTH_LEDGER_ANCHOR_SINK", str(blocker / "anchors.log"))
+    with pytest.raises(LedgerError, match="anchor sink"):
+        Ledger.open(tmp_path / "ledger.sqlite")
+    assert not (tmp_path / "ledger.sqlite").exists()

@@ -528,6 +528,7 @@ class Ledger:
         text = str(location)
         place = ledger_place(text)
         sink = anchor_sink or os.environ.get(ANCHOR_SINK_ENV, "").strip() or None
+        _Anchors(None, str(sink) if sink else None).check_sink()  # before anything is created
         postgres = _is_postgres_url(text)
         if not postgres:
             path = Path(text).expanduser()
@@ -550,7 +551,6 @@ class Ledger:
                 backend.refresh_schema()
             ledger_id = backend.meta("ledger_id")
             anchors = _Anchors(keys, str(sink) if sink else None)
-            anchors.check_sink()
         except BaseException:
             backend.close()
             raise

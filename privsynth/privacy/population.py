@@ -16,10 +16,10 @@ in UTC) as nanoseconds since the epoch. Column names are *not* used.
 sketch key (:meth:`privsynth.privacy.ledger.Ledger.installation_key`: derived from the
 installation's key store and the ledger id, never stored in the ledger). A row's *full view* is
 the multiset of its cells, hashed order-free (the sum of the cell hashes mod 2^64, then a fixed
-bijective mixer), so renaming or reordering columns changes nothing. Its *leave-one-out views* (one per
-column, for tables of at least three columns) are the same multiset less one cell. All views share
-one key space, so a row with one column more, one column less or one column changed still shares a
-view with the original row.
+bijective mixer), so renaming or reordering columns changes nothing. Its *leave-one-out views*
+(one per column, for tables of at least three columns) are the same multiset less one cell. All
+views share one key space, so a row with one column more, one column less or one column changed
+still shares a view with the original row.
 
 **Sample.** Only keys below a threshold θ are kept, per view (leave-one-out views are numbered
 by their content, never by a column name or position), with θ chosen so that about 4,096 keys are
