@@ -526,3 +526,31 @@ def test_an_unwritable_anchor_sink_is_refused_on_open(tmp_path, monkeypatch):
     with pytest.raises(LedgerError, match="anchor sink"):
         Ledger.open(tmp_path / "ledger.sqlite")
     assert not (tmp_path / "ledger.sqlite").exists()
+
+
+_WRITER = """
+import sys
+from privsynth.privacy.ledger import Ledger
+with Ledger.open(sys.argv[1], create=False) as ledger:
+    for i in range(int(sys.argv[2])):
+        ledger.reserve(population="ds", release_id=f"w{i}", epsilon=0.001, delta=1e-9)
+"""
+
+
+def test_verify_during_concurrent_releases_reports_nothing(location):
+    # A reader's snapshot must hold every write the anchors it reads record; otherwise a
+    # release committing (and anchoring) mid-check looks like a truncation.
+    import subprocess
+    import sys
+
+    _filled(location, releases=0, total=1000.0)
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, location, "60"])
+               for _ in range(2)]
+    seen: list[str] = []
+    with Ledger.open(location, create=False) as ledger:
+        while any(w.poll() is None for w in writers):
+            seen += ledger.verify()
+    assert all(w.wait() == 0 for w in writers)
+    with Ledger.open(location, create=False) as ledger:
+        assert ledger.head()["count"] == 121
+    assert seen == []

@@ -671,12 +671,15 @@ class Ledger:
         if anchored is not None:
             self._anchors.record(self.ledger_id, self.location, *anchored)
 
-    def _problems(self, tx: _Tx, rows: Sequence[dict[str, Any]] | None = None) -> list[str]:
+    def _problems(self, tx: _Tx) -> list[str]:
         """Every problem of the ledger as ``tx`` sees it: keys, location, chain, sketches and
-        registrations, anchors."""
-        rows = tx.entries(None) if rows is None else rows
-        problems: list[str] = []
+        registrations, anchors. Call it before ``tx`` reads anything: the anchors are read
+        first, so the transaction's snapshot (taken at its first read) holds every write they
+        anchor, and a concurrent release never looks like a truncation."""
+        anchor, bad_lines = self._anchors.latest(self.ledger_id)
         bound = self._anchors.bound(self.location)
+        rows = tx.entries(None)
+        problems: list[str] = []
         if bound is not None and bound[0] != self.ledger_id:
             kept, _ = self._anchors.latest(bound[0])
             size = f" with {kept.count} anchored entries" if kept is not None else ""
@@ -696,7 +699,6 @@ class Ledger:
         wrapped = tx.meta_get("sketch_key_wrapped")
         problems += _verify(rows, tx.meta_get("head_hash"), tx.meta_get("head_count"),
                             tx.sketch_digests(), link=self._seal, wrapped_sketch_key=wrapped)
-        anchor, bad_lines = self._anchors.latest(self.ledger_id)
         problems += bad_lines
         if anchor is not None:
             found = _compare_head(rows, anchor.count, anchor.hash,
