@@ -554,3 +554,16 @@ def test_verify_during_concurrent_releases_reports_nothing(location):
     with Ledger.open(location, create=False) as ledger:
         assert ledger.head()["count"] == 121
     assert seen == []
+
+
+def test_a_ledger_without_its_key_store_is_an_error_that_says_so(tmp_path, monkeypatch):
+    where = str(tmp_path / "ledger.sqlite")
+    _filled(where, releases=0)
+    with Ledger.open(where, create=False) as ledger:
+        key_id = ledger.head()["key_id"]
+    empty = tmp_path / "no-keys"
+    monkeypatch.setenv("PRIVSYNTH_KEY_DIR", str(empty))
+    with pytest.raises(LedgerError, match="PRIVSYNTH_KEY_DIR") as err:
+        Ledger.open(where, create=False)
+    assert key_id in str(err.value) and "\n" not in str(err.value)
+    assert not (empty / "installation.key").exists()  # no new keys made for an old ledger

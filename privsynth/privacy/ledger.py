@@ -304,6 +304,22 @@ def _ledger_keys(create: bool) -> _LedgerKeys:
                        keys.mac_key("population-sketch"), keys.mac_key("sketch-key-wrap"))
 
 
+def _existing_keys(backend: _Backend) -> _LedgerKeys:
+    """The keys of an existing ledger's installation; never made here (new keys could not
+    check the ledger's chain)."""
+    from privsynth.keys import ENV, KeyStoreError, key_dir
+
+    try:
+        return _ledger_keys(create=False)
+    except KeyStoreError:
+        raise LedgerError(
+            f"{backend.location}: the ledger's chain is keyed by installation key "
+            f"{backend.meta_or_none('key_id') or '(none recorded)'}, but {key_dir()} holds no "
+            f"installation keys; set {ENV} to the key store that wrote the ledger (or restore "
+            "it from its backup): without it the ledger can be neither checked nor written"
+        ) from None
+
+
 def _keys_if_any() -> _LedgerKeys | None:
     from privsynth.keys import KeyStoreError
 
@@ -547,7 +563,7 @@ class Ledger:
                 backend.create(ledger_id=uuid.uuid4().hex, key_id=keys.key_id)
             else:
                 backend.check_version(version)
-                keys = _ledger_keys(create=False)
+                keys = _existing_keys(backend)
                 backend.refresh_schema()
             ledger_id = backend.meta("ledger_id")
             anchors = _Anchors(keys, str(sink) if sink else None)
