@@ -216,31 +216,31 @@ def verify(
 ) -> None:
     """Check a bundle: its signature under the pinned key, the file set, the gate decision,
     every charge recomputed, and (with --ledger) the charges in the ledger."""
-    from rich.markup import escape  # noqa: PLC0415
-
     from privsynth.release.verify import NO_PUBLIC_PART, verify_bundle  # noqa: PLC0415
 
     try:
         key = public_key.read_text(encoding="ascii") if public_key is not None else None
     except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(PrivsynthError(f"{public_key}: cannot read the public key "
+        raise _fail(PrivsynthError(f"{clean(public_key)}: cannot read the public key "
                                    f"({type(exc).__name__}); give the file that `privsynth "
                                    "keys export` wrote")) from None
     problems = verify_bundle(bundle, public_key=key, ledger=ledger)
     for problem in problems:
-        console.print(f"[red]problem:[/] {escape(problem)}")  # names come from the bundle
+        out_console.print(f"[red]problem:[/] {plain(problem)}")  # names come from the bundle
     if problems:
         raise typer.Exit(EXIT_ERROR)
     if (bundle / "manifest.json").exists():
-        console.print(f"[green]ok[/] {bundle}: a public copy signed by the pinned key; files "
-                      "match; every charge's ε and δ recompute from its recorded inputs")
+        out_console.print(f"[green]ok[/] {plain(bundle)}: a public copy signed by the pinned "
+                          "key; files match; every charge's ε and δ recompute from its recorded "
+                          "inputs")
         return
     if not (bundle / "public").exists():
-        console.print(f"[green]ok[/] {bundle}: signed by the pinned key; {NO_PUBLIC_PART}; "
-                      "nothing in it is to be shared")
+        out_console.print(f"[green]ok[/] {plain(bundle)}: signed by the pinned key; "
+                          f"{NO_PUBLIC_PART}; nothing in it is to be shared")
         return
-    console.print(f"[green]ok[/] {bundle}: signed by the pinned key; files match the signed "
-                  "statement; every charge's ε and δ recompute from its recorded inputs")
+    out_console.print(f"[green]ok[/] {plain(bundle)}: signed by the pinned key; files match "
+                      "the signed statement; every charge's ε and δ recompute from its recorded "
+                      "inputs")
 
 
 @keys_app.command("export")
