@@ -141,3 +141,31 @@ def test_floor_can_be_disabled_by_the_policy():
     d = decide(result, Thresholds(), dp_claim=True, require_dp_claim=True,
                attacks_requested=ATTACKS)
     assert "utility_floor" not in d.reason_codes
+
+
+def test_missing_targets_do_not_turn_auc_into_a_lenient_accuracy():
+    """A synthetic table with some missing targets used to train a three-class model (bad,
+    good, missing), so no AUC was computed and the floor fell back to accuracy against the
+    majority share minus a slack, which a majority-class predictor passes. Rows with a missing
+    target are now left out of TSTR, so the floor judges AUC."""
+    honest = _population(600, 11)
+    honest.loc[honest.index[::10], "credit"] = None  # 10% missing targets
+    result, _ = _gate(honest, _schema(dp_noise=False), target="credit")
+    assert "roc_auc" in result.utility["tstr"]["synthetic"]
+    assert result.utility["floor"]["tstr"]["metric"] == "roc_auc"
+    assert result.utility["floor"]["tstr"]["passed"]
+    # the floor asks for the AUC's DeLong lower end above 0.5 as well as the margin: targets
+    # independent of the features pass far less often than with the bare margin
+    passed_margin = passed_ci = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        shuffled = _population(600, 12 + seed)
+        shuffled["credit"] = rng.permutation(shuffled["credit"].to_numpy())
+        result, decision = _gate(shuffled, _schema(dp_noise=False), target="credit", seed=seed)
+        floor = result.utility["floor"]["tstr"]
+        assert floor["metric"] == "roc_auc"
+        assert floor["passed"] == (floor["value"] > floor["baseline"] and floor["ci_low"] > 0.5)
+        assert floor["passed"] == ("utility_floor" not in decision.reason_codes)
+        passed_margin += floor["value"] > floor["baseline"]
+        passed_ci += floor["passed"]
+    assert passed_ci <= passed_margin and passed_ci <= 3
