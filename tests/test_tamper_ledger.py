@@ -567,3 +567,29 @@ def test_a_ledger_without_its_key_store_is_an_error_that_says_so(tmp_path, monke
         Ledger.open(where, create=False)
     assert key_id in str(err.value) and "\n" not in str(err.value)
     assert not (empty / "installation.key").exists()  # no new keys made for an old ledger
+
+
+def test_an_auditor_without_write_access_to_the_key_store_can_still_verify(tmp_path,
+                                                                          monkeypatch):
+    # The anchors folder is read-only for an auditor: opening a ledger at a new place cannot
+    # bind it, which must not stop the check (creating a ledger there, though, is refused).
+    import privsynth.privacy.ledger as ledger_module
+
+    first = tmp_path / "a.sqlite"
+    _filled(str(first), releases=0)
+    moved = tmp_path / "moved.sqlite"
+    shutil.move(first, moved)  # a place the anchors do not know yet
+    real = ledger_module._append_line
+
+    def read_only(path: Path, line: str) -> None:
+        if path.parent == ledger_module.anchor_dir():
+            raise PermissionError(13, "Permission denied", str(path))
+        real(path, line)
+
+    monkeypatch.setattr(ledger_module, "_append_line", read_only)
+    with Ledger.open(moved, create=False) as ledger:
+        assert ledger.verify() == []
+        with pytest.raises(LedgerError, match="anchor could not be written"):
+            ledger.reserve(population=POP, release_id="r", epsilon=0.1, delta=1e-6)
+    with pytest.raises(LedgerError, match="anchors folder writable"):
+        Ledger.open(tmp_path / "new.sqlite")

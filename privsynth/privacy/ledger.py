@@ -63,6 +63,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import re
@@ -88,6 +89,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from privsynth.policy.model import Policy
+
+log = logging.getLogger(__name__)
 
 MICRO = 1_000_000
 GENESIS = "0" * 64
@@ -421,7 +424,13 @@ class _Anchors:
         body = {"ledger_id": ledger_id, "location": place, "count": int(count), "hash": head,
                 "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")}
         line = self._line(body)
-        _append_line(anchor_dir() / f"{ledger_id}.jsonl", line)
+        path = anchor_dir() / f"{ledger_id}.jsonl"
+        try:
+            _append_line(path, line)
+        except OSError as exc:
+            raise LedgerError(f"{path}: the entry was recorded, but its anchor could not be "
+                              f"written ({exc.strerror or type(exc).__name__}); make the key "
+                              "store's anchors folder writable by privsynth") from None
         if self.sink is not None:
             try:
                 _append_line(self.sink, line)
@@ -572,7 +581,18 @@ class Ledger:
             raise
         ledger = cls(backend, place, keys, ledger_id, anchors)
         if backend.meta_or_none("key_id") == keys.key_id and anchors.bound(place) is None:
-            anchors.bind(place, ledger_id)  # created here, or moved here (anchors follow the id)
+            try:  # created here, or moved here (anchors follow the id, not the place)
+                anchors.bind(place, ledger_id)
+            except OSError as exc:
+                if version is None:
+                    ledger.close()
+                    raise LedgerError(
+                        f"{anchor_dir()}: cannot record where the new ledger lives "
+                        f"({exc.strerror or type(exc).__name__}); make the key store's anchors "
+                        "folder writable by privsynth") from None
+                # A reader without write access to the key store (an auditor) still checks.
+                log.warning("%s: not bound to its place in the anchors (%s)", place,
+                            exc.strerror or type(exc).__name__)
             if version is None:
                 anchors.record(ledger_id, place, 0, GENESIS)
         return ledger
