@@ -5,9 +5,17 @@ A release passes only when *all* of these hold:
 * every attack the policy asked for ran and produced at least one result;
 * no attack failed (raised, timed out, returned NaN, ran fewer attacks than asked, or got an
   empty or schema-mismatched table);
-* for every gated risk, the *upper end* of its confidence interval is below the policy's
-  threshold (a finite number; NaN never passes). A threshold of exactly 0 on a count-based risk
-  (copies) means zero tolerance: it passes only if the observed count is 0;
+* for every gated risk, the *upper end* of its confidence interval, less the risk's *null
+  excess*, is below the policy's threshold (a finite number; NaN never passes). The null excess
+  is ``max(0, null_mean - null_nominal)`` from the risk's details: how far the permutation null
+  of the statistic (train and holdout re-split at the same sizes, the synthetic table fixed)
+  sits above the value the statistic has under the null by definition (0.5 for AUC and DCR
+  share, 0 for excess rates). Thresholds are effect sizes over the null, so a statistic whose
+  computation leans above its nominal null (the DCR share's bound for rows beyond its
+  neighbour lists) is not blocked for that lean; a null below the nominal value is never used
+  to loosen nor to tighten a limit. Risks without a null pass on the plain upper bound. A
+  threshold of exactly 0 on a count-based risk (copies) means zero tolerance: it passes only
+  if the observed count is 0;
 * the run is not a seeded development run (its noise can be regenerated from the seed, so it
   carries no DP claim and is never released, whatever the policy says);
 * the release is better than noise: the audit's utility floor (``AuditPolicy.utility``, on by
@@ -44,6 +52,7 @@ class GateCheck:
     upper_bound: float | None
     threshold: float | None
     passed: bool
+    null_excess: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,7 @@ def decide(
             continue
         threshold = limits.get(risk.threshold_key)
         upper = risk.ci_high
+        excess = null_excess(risk)
         finite = (isinstance(upper, int | float) and math.isfinite(upper)
                   and isinstance(risk.value, int | float) and math.isfinite(risk.value))
         if threshold is None:
@@ -132,16 +142,17 @@ def decide(
                     f"threshold_exceeded: {risk.name}: {count} event(s) observed and "
                     f"{risk.threshold_key}=0 tolerates none")
         else:
-            ok = upper < threshold
+            ok = upper - excess < threshold
             if not ok:
+                less = f" less null excess {excess:.4g}" if excess > 0 else ""
                 reasons.append(
-                    f"threshold_exceeded: {risk.name} upper bound {upper:.4g} is not below "
-                    f"{risk.threshold_key}={threshold:g} (estimate {risk.value:.4g})"
+                    f"threshold_exceeded: {risk.name} upper bound {upper:.4g}{less} is not "
+                    f"below {risk.threshold_key}={threshold:g} (estimate {risk.value:.4g})"
                     + _power_hint(risk, threshold))
         checks.append(GateCheck(
             name=risk.name, attack=risk.attack, threshold_key=risk.threshold_key,
             value=risk.value if finite else None, upper_bound=upper if finite else None,
-            threshold=threshold, passed=ok,
+            threshold=threshold, passed=ok, null_excess=excess,
         ))
 
     reasons += _utility_reasons(result.utility or {})
@@ -183,25 +194,48 @@ def decide(
                         development_run=development_run, not_applicable=not_applicable)
 
 
+def null_excess(risk) -> float:
+    """``max(0, null_mean - null_nominal)`` of a risk's permutation null (0 without one)."""
+    d = risk.details or {}
+    mean, nominal = d.get("null_mean"), d.get("null_nominal")
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in (mean, nominal)):
+        return 0.0
+    return max(0.0, float(mean) - float(nominal))
+
+
 def _power_hint(risk, threshold: float) -> str:
     """When the sample was too small for an honest release to pass reliably, say so and how to
     fix it (the block stands: an interval too wide to show safety is not a pass)."""
-    from privsynth.audit.stats import auc_min_rows, share_min_rows
+    from privsynth.audit.stats import auc_holdout_rows_needed, auc_min_rows, auc_se
 
     d = risk.details or {}
     if risk.threshold_key == "mia_auc":
-        n = min(int(d.get("members") or 0), int(d.get("non_members") or 0))
-        need = auc_min_rows(threshold)
-        what = "holdout rows"
+        nm, nh = int(d.get("members") or 0), int(d.get("non_members") or 0)
+        if nm <= 0 or nh <= 0:
+            return ""
+        if auc_se(nm, nh) <= auc_se(auc_min_rows(threshold), auc_min_rows(threshold)):
+            return ""
+        need = auc_holdout_rows_needed(threshold, nm)
+        scored = f"{nm} training and {nh} holdout rows scored"
+        what = f"about {need} holdout rows" if need else "more rows on both sides"
     elif risk.threshold_key == "dcr_share":
-        n, need, what = int(d.get("synthetic_rows") or 0), share_min_rows(threshold), \
-            "synthetic rows"
+        sd = d.get("null_sd")
+        n_small = min(int(d.get("train_rows") or 0), int(d.get("holdout_rows") or 0))
+        if not isinstance(sd, int | float) or n_small <= 0:
+            return ""
+        # an honest share is 0.5 with this sd; its upper bound stays below the threshold in 95%
+        # of runs when (1.96 + 1.645) sd < threshold - 0.5, and sd falls like 1/sqrt(n)
+        room = (threshold - 0.5) / (1.96 + 1.645)
+        if sd <= room:
+            return ""
+        need = math.ceil(n_small * (sd / room) ** 2)
+        scored = (f"the null's standard deviation is {sd:.3g} with {n_small} rows on the "
+                  f"smaller side")
+        what = f"about {need} rows on the smaller side"
     else:
         return ""
-    if n <= 0 or n >= need:
-        return ""
-    return (f"; underpowered: {n} {what} scored, while an honest release passes this check 95% "
-            f"of the time only from about {need}; raise audit.holdout_fraction (or the table "
+    return (f"; underpowered: {scored}, while an honest release passes this check 95% of the "
+            f"time only from {what}; raise audit.holdout_fraction towards 0.5 (or the table "
             f"size) so the interval is narrow enough")
 
 

@@ -44,7 +44,7 @@ def test_good_release_passes():
 
 CASES = [
     ("upper bound over threshold",
-     _result(_risk("dcr_share", 0.57, "dcr_share", "dcr", value=0.55)), ["dcr"],
+     _result(_risk("dcr_share", 0.59, "dcr_share", "dcr", value=0.57)), ["dcr"],
      "threshold_exceeded"),
     ("estimate below but upper bound over",
      _result(_risk("mia_distance_auc", 0.61, "mia_auc", "mia", value=0.55)), ["mia"],
@@ -105,3 +105,24 @@ def test_decision_to_dict_is_json_safe():
                 attacks=["dcr"])
     text = json.dumps(d.to_dict(), allow_nan=False)
     assert '"decision": "blocked"' in text
+
+
+def test_null_excess_is_subtracted_and_never_loosens_below_nominal():
+    """The rule is ``upper - max(0, null_mean - null_nominal) < threshold``: a statistic whose
+    null leans above its nominal value (here by 0.03) is judged on its effect; a null below the
+    nominal value changes nothing; a risk without a null is judged on its upper bound."""
+    leaning = _risk("dcr_share", 0.60, "dcr_share", "dcr", value=0.57, null_mean=0.53,
+                    null_nominal=0.5)
+    d = _decide(_result(leaning), attacks=["dcr"])
+    assert d.passed and d.checks[0].null_excess == pytest.approx(0.03)
+    low = _risk("dcr_share", 0.60, "dcr_share", "dcr", value=0.57, null_mean=0.47,
+                null_nominal=0.5)
+    d = _decide(_result(low), attacks=["dcr"])
+    assert not d.passed and d.checks[0].null_excess == 0.0
+    d = _decide(_result(_risk("dcr_share", 0.60, "dcr_share", "dcr", value=0.57,
+                              null_mean=0.53)), attacks=["dcr"])  # no nominal: no excess
+    assert not d.passed
+    shifted = _risk("dcr_share", 0.62, "dcr_share", "dcr", value=0.59, null_mean=0.53,
+                    null_nominal=0.5)
+    d = _decide(_result(shifted), attacks=["dcr"])
+    assert not d.passed and "less null excess 0.03" in d.reasons[0]

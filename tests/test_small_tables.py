@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -136,3 +137,96 @@ def test_small_holdout_mia_block_names_the_fix():
                       dp_claim=True, require_dp_claim=True, attacks_requested=["mia"])
     assert not decision.passed
     assert "underpowered" in decision.reasons[0] and "holdout_fraction" in decision.reasons[0]
+
+
+def _with_constant(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    out["country"] = "x"
+    return out
+
+
+CONST_SCHEMA = TableSchema((*LOW_SCHEMA.columns, ColumnSchema(
+    "country", "categorical", domain=("x",), domain_source="policy")))
+
+
+def test_inference_on_a_constant_secret_is_not_applicable():
+    """A secret that never varies leaves nothing to infer (anonymeter divides by 1 - c = 0):
+    before, the attack failed and blocked the release; now it is not applicable, in seconds,
+    and the other secret is still attacked and gated."""
+    attacks = ["exact_copy", "inference"]
+    real = _with_constant(_low_cardinality(1200, 0))
+    config = AuditPolicy(attacks=attacks, secrets=["country", "smoker"], anonymeter_attacks=500)
+    start = time.perf_counter()
+    result = run_audit(real.iloc[:600], real.iloc[600:], _with_constant(_low_cardinality(8000, 1)),
+                       CONST_SCHEMA, config, seed=0)
+    assert time.perf_counter() - start < 30
+    assert not result.errors, result.errors
+    na = [n for n in result.not_applicable if n.attack == "inference"]
+    assert len(na) == 1 and "'country'" in na[0].reason and "constant" in na[0].reason
+    assert [r.name for r in result.risks if r.attack == "inference"] == ["inference_smoker"]
+    decision = decide(result, Thresholds(), dp_claim=True, require_dp_claim=True,
+                      attacks_requested=attacks)
+    assert decision.passed, decision.reasons
+    assert any(s.startswith("inference:") for s in decision.not_applicable)
+
+
+@pytest.mark.parametrize("aux,why", [
+    ((["country"], ["smoker", "insured"]), "same values"),       # a constant half
+    ((["smoker"], ["smoker"]), "two disjoint auxiliary halves"),  # no disjoint halves
+])
+def test_linkability_the_table_cannot_support_is_not_applicable(aux, why):
+    attacks = ["exact_copy", "linkability"]
+    real = _with_constant(_low_cardinality(1200, 0))
+    config = AuditPolicy(attacks=attacks, linkability_aux=aux, anonymeter_attacks=500)
+    result = run_audit(real.iloc[:600], real.iloc[600:], _with_constant(_low_cardinality(8000, 1)),
+                       CONST_SCHEMA, config, seed=0)
+    assert not result.errors, result.errors
+    na = [n for n in result.not_applicable if n.attack == "linkability"]
+    assert na and why in na[0].reason
+    decision = decide(result, Thresholds(), dp_claim=True, require_dp_claim=True,
+                      attacks_requested=attacks)
+    assert decision.passed and "missing_attack" not in decision.reason_codes
+
+
+def test_inference_attacks_every_row_it_can():
+    """The demo's inference flake (upper bound 0.222 > 0.2 at 2,500 attacks; the half-width is
+    1.96 sqrt(8/n) at control success 0.8): inference now attacks every ori row with a control
+    row to pair, never fewer than asked."""
+    rng = np.random.default_rng(0)
+    n = 1500
+    x = rng.integers(0, 5, 3 * n)
+    frame = pd.DataFrame({
+        "a": x.astype(str).astype(object),
+        "b": rng.integers(0, 4, 3 * n).astype(str).astype(object),
+        "secret": np.where(rng.random(3 * n) < 0.8, x % 2, 1 - x % 2).astype(str).astype(object),
+    })
+    schema = TableSchema(tuple(ColumnSchema(c, "categorical",
+                                            domain=tuple(sorted(frame[c].unique())),
+                                            domain_source="policy") for c in frame.columns))
+    config = AuditPolicy(attacks=["inference"], secrets=["secret"], anonymeter_attacks=500)
+    result = run_audit(frame.iloc[:n], frame.iloc[n:2 * n], frame.iloc[2 * n:], schema, config,
+                       seed=0)
+    assert not result.errors, result.errors
+    r = result.risk("inference_secret")
+    assert r.details["n_attacks"] == n and r.details["n_attacks_asked"] == 500
+    c = r.details["control_success_rate"]
+    # anonymeter's delta-method half-width over n attacks, at the control rate measured
+    assert r.ci_high - r.value <= 1.96 * math.sqrt(2 * c / (n * (1 - c))) * 1.2 + 0.01
+
+
+def test_four_column_finance_table_is_not_blocked_by_too_few_queries():
+    """Issue 10: a 4-column finance table was blocked on every run by too_few_attacks
+    (multivariate singling out built ~110 of 500 queries, in minutes)."""
+    from test_audit_distance import SCHEMA as FIN_SCHEMA
+    from test_audit_distance import _finance
+
+    rng = np.random.default_rng(4)
+    train, holdout, fresh = _finance(1500, rng), _finance(1500, rng), _finance(1500, rng)
+    attacks = ["exact_copy", "dcr", "mia", "singling_out"]
+    start = time.perf_counter()
+    result = run_audit(train, holdout, fresh, FIN_SCHEMA, AuditPolicy(attacks=attacks), seed=0)
+    assert time.perf_counter() - start < 60
+    decision = decide(result, Thresholds(), dp_claim=True, require_dp_claim=True,
+                      attacks_requested=attacks)
+    assert "too_few_attacks" not in decision.reason_codes, decision.reasons
+    assert decision.passed, decision.reasons

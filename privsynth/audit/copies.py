@@ -4,14 +4,31 @@ The DCR attack also runs the per-row near-copy test (``near_copies``, gated as
 ``near_copy_rate``): it reuses the same nearest-neighbour searches, so every policy that asks for
 ``dcr`` gets it at no extra cost.
 
-Exact-copy rates are reported as an *excess over the holdout*: the share of synthetic rows equal
-to a training row minus the share equal to a (same-sized) holdout row. A generator that never saw
-the training rows matches both equally often, so the excess is about 0 even for a low-entropy table
-in which many rows are common; a generator that copies makes it positive. Only copies of rows that
-are rare (unique in their real table and absent from the other one; for unique_qi, unique on
-the quasi-identifiers) are gated. Both rates are
-measured on the same synthetic rows, so the interval is a paired one (see
-``stats.paired_excess_ci``): the noise of common rows matching both tables cancels.
+All of them use *every* training row against *every* holdout row (``AuditContext.reference``),
+whatever the two sizes, and are defined so that their null value is exact with unequal sizes.
+The null is the only exact one there is: train and holdout are a uniformly random split of the
+pooled real rows (``data/split.py``), so a generator that learned nothing specific to the
+training rows leaves the labels exchangeable given the real rows and the synthetic table.
+
+**Event rates** (exact copies, unique-QI copies, near-copies). Each synthetic row either is an
+*event* attached to one real row (it equals a rare real row; it is a near-copy of one) or not,
+and whether it is an event does not depend on the labels: for copies, a *rare* row is one that
+occurs once in the pooled real rows (for unique_qi: unique on the quasi-identifiers in the
+pooled rows); for near-copies the event is defined on the pooled nearest neighbours. Under the
+null the attached row is a training row with probability ``π = n_train / n_pooled`` exactly, so
+with ``a`` of the ``m`` events on training rows among n synthetic rows the statistic is
+``f = (a - π m) / ((1 - π) n)`` (``stats.excess_share_ci``): 0 in expectation under the null,
+and the share of synthetic rows copying training rows beyond chance under a leak. With equal
+sizes it is the paired excess (train events - holdout events) / n used before. A generator that
+never saw the training rows matches both sides in proportion, so f stays about 0 even on a
+low-entropy table where many rows are common.
+
+**Intervals and null.** The Wilson-based interval treats each event's label as independent; when
+several synthetic rows attach to the same real row they move together, which only the
+permutation null sees: the labels are re-drawn at the same sizes over the cached matches and
+neighbour lists (never a new search), giving the null's mean, 95th percentile and standard
+deviation (``details``). The upper end gated is the larger of the Wilson bound and
+``f + z·sd_null``.
 """
 
 from __future__ import annotations
@@ -20,89 +37,111 @@ import math
 
 import numpy as np
 
-from privsynth.audit.context import AuditContext
+from privsynth.audit.context import AuditContext, PooledNeighbours
 from privsynth.audit.distance import row_hashes
 from privsynth.audit.result import RiskResult
-from privsynth.audit.stats import mean_ci, newcombe_diff_ci, paired_excess_ci
+from privsynth.audit.stats import _z, excess_share_ci, newcombe_diff_ci, null_summary
 
 
-def _singletons(hashes: np.ndarray) -> np.ndarray:
-    """Hashes that occur exactly once."""
-    values, counts = np.unique(hashes, return_counts=True)
-    return values[counts == 1]
-
-
-def _paired_copy_result(ctx: AuditContext, name: str, attack: str, hs: np.ndarray,
-                        targets_train: np.ndarray, targets_hold: np.ndarray,
-                        details: dict) -> RiskResult:
-    in_train = np.isin(hs, targets_train)
-    in_hold = np.isin(hs, targets_hold)
-    n = len(hs)
-    only_t = int(np.sum(in_train & ~in_hold))
-    only_h = int(np.sum(in_hold & ~in_train))
-    est, low, high = paired_excess_ci(only_t, only_h, n, ctx.confidence)
-    return RiskResult(
-        name=name, value=est, ci_low=low, ci_high=high, baseline=0.0, threshold_key=name,
-        attack=attack,
-        details={
-            "synthetic_rows": n, "reference_rows": len(ctx.balanced[0]),
-            "copies_of_train_rows": int(in_train.sum()),
-            "copies_of_holdout_rows": int(in_hold.sum()),
-            "train_only": only_t, "holdout_only": only_h, "observed_count": int(in_train.sum()),
-            "interval": "paired (McNemar-style) Wilson bounds on the discordant rows",
-            **details,
-        },
-    )
-
-
-def exact_copies(ctx: AuditContext) -> list[RiskResult]:
-    train, holdout = ctx.balanced
-    cols = ctx.schema.names
-    hs = row_hashes(ctx.synth, cols)
-    h_train, h_hold = row_hashes(train, cols), row_hashes(holdout, cols)
-    all_copies = int(np.isin(hs, h_train).sum())
-    # rare rows: unique in their own table and absent from the other one. A row that also
-    # occurs in the other sample is a common combination in the population; a fresh generator
-    # reproduces it by chance, and copying it singles nobody out.
-    rare_train = np.setdiff1d(_singletons(h_train), h_hold)
-    rare_hold = np.setdiff1d(_singletons(h_hold), h_train)
-    return [_paired_copy_result(
-        ctx, "exact_copy_rate", "exact_copy", hs, rare_train, rare_hold,
-        {"copies_of_any_train_row": all_copies, "rare_train_rows": int(rare_train.size),
-         "definition": "share of synthetic rows equal to a rare training row (unique in train, "
-                       "absent from the holdout), minus the same with the roles of train and "
-                       "the same-sized holdout swapped. Copies of common rows are counted "
-                       "above but not gated"},
-    )]
-
-
-def _unique_on(frame, qi: list[str]) -> np.ndarray:
-    h = row_hashes(frame, qi)
-    _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+def _pooled_unique(hashes: np.ndarray) -> np.ndarray:
+    """Mask of the rows whose hash occurs exactly once."""
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
     return counts[inverse] == 1
 
 
-def unique_qi_copies(ctx: AuditContext) -> list[RiskResult]:
-    train, holdout = ctx.balanced
-    cols = ctx.schema.names
-    qi = [c for c in ctx.config.quasi_identifiers if c in cols] or list(cols)
+def _match(hs: np.ndarray, pooled_hashes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Pooled index of the target row each synthetic row equals (-1: none). Targets are unique
+    rows, so a synthetic row equals at most one."""
+    out = np.full(hs.size, -1, dtype=np.int64)
+    t_idx = np.nonzero(targets)[0]
+    if t_idx.size == 0 or hs.size == 0:
+        return out
+    t_hash = pooled_hashes[t_idx]
+    order = np.argsort(t_hash)
+    t_hash, t_idx = t_hash[order], t_idx[order]
+    pos = np.minimum(np.searchsorted(t_hash, hs), t_hash.size - 1)
+    found = t_hash[pos] == hs
+    out[found] = t_idx[pos[found]]
+    return out
+
+
+def _event_risk(ctx: AuditContext, name: str, attack: str, attached: np.ndarray, n: int,
+                n_train: int, n_holdout: int, confidence: float, details: dict,
+                threshold_key: str | None = None) -> RiskResult:
+    """Excess event rate over chance with its interval and permutation null.
+
+    ``attached``: the pooled index (train rows first) of the real row each event is attached
+    to, one entry per event; ``n`` synthetic rows in all."""
+    n_pooled = n_train + n_holdout
+    share = n_train / n_pooled
+    is_train = np.arange(n_pooled) < n_train
+    a, m = int(is_train[attached].sum()), int(attached.size)
+    est, low, high = excess_share_ci(a, m, n, share, confidence)
+    rng = ctx.rng(f"null-{name}")
+    null = np.empty(max(ctx.resamples, 1))
+    for i in range(null.size):
+        labels = np.zeros(n_pooled, dtype=bool)
+        labels[rng.permutation(n_pooled)[:n_train]] = True
+        null[i] = (labels[attached].sum() - share * m) / ((1.0 - share) * n)
+    summary = null_summary(null, 0.0, exact_mean=0.0)
+    z = _z(confidence)
+    high = max(high, est + z * summary["null_sd"])
+    low = min(low, est - z * summary["null_sd"])
+    return RiskResult(
+        name=name, value=est, ci_low=low, ci_high=high, baseline=0.0,
+        threshold_key=threshold_key or name, attack=attack,
+        details={"synthetic_rows": n, "train_rows": n_train, "holdout_rows": n_holdout,
+                 "train_share": share, "events": m, "train_events": a,
+                 "holdout_events": m - a, "observed_count": a, **summary, **details},
+    )
+
+
+def _copy_risk(ctx: AuditContext, name: str, attack: str, cols: list[str],
+               target_cols: list[str], details: dict) -> RiskResult:
+    train, holdout = ctx.reference
     hs = row_hashes(ctx.synth, cols)
-    full = [row_hashes(real, cols) for real in (train, holdout)]
-    qi_h = [row_hashes(real, qi) for real in (train, holdout)]
-    # rows unique on the QIs in their own table whose QI combination the other table lacks
-    targets = [
-        full[i][_unique_on(real, qi) & ~np.isin(qi_h[i], qi_h[1 - i])]
-        for i, real in enumerate((train, holdout))
-    ]
-    return [_paired_copy_result(
-        ctx, "unique_qi_copy_rate", "unique_qi", hs, targets[0], targets[1],
+    pooled = np.concatenate([row_hashes(train, cols), row_hashes(holdout, cols)])
+    key = pooled if target_cols == cols else np.concatenate(
+        [row_hashes(train, target_cols), row_hashes(holdout, target_cols)])
+    targets = _pooled_unique(key)
+    match = _match(hs, pooled, targets)
+    attached = match[match >= 0]
+    any_train = int(np.isin(hs, pooled[: len(train)]).sum())
+    return _event_risk(
+        ctx, name, attack, attached, len(hs), len(train), len(holdout), ctx.confidence,
+        {"copies_of_any_train_row": any_train, "rare_rows": int(targets.sum()),
+         "copies_of_train_rows": int((attached < len(train)).sum()),
+         "copies_of_holdout_rows": int((attached >= len(train)).sum()),
+         "interval": "larger of the Wilson-based excess interval (stats.excess_share_ci) and "
+                     "estimate ± z·sd of the permutation null", **details})
+
+
+def exact_copies(ctx: AuditContext) -> list[RiskResult]:
+    cols = list(ctx.schema.names)
+    # rare rows: those that occur once in the pooled real rows. A row that occurs more than once
+    # is a common combination in the population; a fresh generator reproduces it by chance, and
+    # copying it singles nobody out.
+    return [_copy_risk(
+        ctx, "exact_copy_rate", "exact_copy", cols, cols,
+        {"definition": "share of synthetic rows equal to a rare training row (one that occurs "
+                       "once in the pooled train and holdout rows) beyond the share expected "
+                       "by chance, (a - π·m) / ((1 - π)·n) with π = n_train / n_pooled; equal "
+                       "to train copies minus holdout copies over n when the sizes are equal; "
+                       "copies of common rows are counted but not gated"},
+    )]
+
+
+def unique_qi_copies(ctx: AuditContext) -> list[RiskResult]:
+    cols = list(ctx.schema.names)
+    qi = [c for c in ctx.config.quasi_identifiers if c in cols] or list(cols)
+    return [_copy_risk(
+        ctx, "unique_qi_copy_rate", "unique_qi", cols, qi,
         {"quasi_identifiers": qi,
          "quasi_identifiers_source": "policy" if ctx.config.quasi_identifiers else
          "none named in the policy: all columns used",
-         "qi_unique_train_rows": int(len(targets[0])),
-         "definition": "share of synthetic rows copying a training row that is unique on the "
-                       "quasi-identifiers (and whose QI combination the holdout lacks), minus "
-                       "the same with train and holdout swapped"},
+         "definition": "share of synthetic rows copying a real row that is unique on the "
+                       "quasi-identifiers in the pooled train and holdout rows and is a training "
+                       "row, beyond the share expected by chance (as exact_copy_rate)"},
     )]
 
 
@@ -119,12 +158,93 @@ def _histogram(values_a: np.ndarray, values_b: np.ndarray, bins: int = 30) -> di
             "holdout": hb.tolist()}
 
 
+def _subsample_scores(pn: PooledNeighbours, small: np.ndarray) -> np.ndarray:
+    """Each synthetic row's DCR score: P(its nearest row in train is closer than its nearest
+    row in holdout) + 1/2 P(equal), averaged over every subsample of the larger set to the size
+    of the smaller one (closed form, see ``dcr``). ``small``: pooled mask of the smaller set
+    (any set of that size, for the permutation null)."""
+    dist = pn.dist
+    in_small = small[pn.idx]
+    n = dist.shape[0]
+    has = in_small.any(axis=1)
+    first = in_small.argmax(axis=1)
+    d_small = dist[np.arange(n), first][:, None]
+    large = ~in_small
+    k_lt = np.count_nonzero(large & (dist < d_small), axis=1)
+    k_le = np.count_nonzero(large & (dist <= d_small), axis=1)
+    miss = pn.miss
+    top = miss.size - 1
+    if pn.train_is_larger and dist.shape[1] < pn.n_pooled:
+        # the list may end inside the tie group at d_small: larger rows tied beyond it are
+        # unseen, so k_<= is only a lower bound; take the score's upper bound (q = 0)
+        k_le = np.where(dist[:, -1] <= d_small[:, 0], top, k_le)
+    q = 0.5 * (miss[np.minimum(k_lt, top)] + miss[np.minimum(k_le, top)])
+    if pn.train_is_larger:
+        score = 1.0 - q
+        score[~has] = 1.0  # beyond the list: an upper bound (exact when pn.exact)
+    else:
+        score = q
+        score[~has] = miss[min(dist.shape[1], top)]
+    return score
+
+
 def dcr(ctx: AuditContext) -> list[RiskResult]:
+    """DCR share: the share of synthetic rows closer to a training row than to a holdout row.
+
+    With equal sizes a synthetic row scores 1 when its nearest real row is a training row, 1/2
+    on a tie, 0 otherwise, and 1/2 is the exact null value. With unequal sizes the larger set
+    would win by its size alone, so the score is the same comparison *averaged over every
+    subsample of the larger set to the size of the smaller one* (the limit of re-drawing the
+    subsample forever), in closed form: with the larger set L (size n_L) and the smaller S (n_S),
+    d_S the distance from the synthetic row to its nearest row of S, and k_< (k_<=) the number
+    of rows of L strictly closer than (at most as far as) d_S, a random n_S-subset of L misses
+    all k given rows with probability q(k) = C(n_L - k, n_S) / C(n_L, n_S)
+    (``stats.subsample_miss_probabilities``), so
+
+        score = 1 - (q(k_<) + q(k_<=)) / 2  when train is the larger set,
+        score =     (q(k_<) + q(k_<=)) / 2  when holdout is.
+
+    Each subsample is a balanced random split of its pooled rows, so by the train/holdout swap
+    the null mean is 1/2 exactly, for any sizes. The counts come from each synthetic row's K
+    nearest pooled rows (``AuditContext.pooled_neighbours``): exact when the sizes differ by at
+    most one (K = 2) or K > n_L - n_S; otherwise a row with no smaller-set row among its K
+    gets the bound q(K) <= 0.1% (fail-closed; likewise a row whose list ends among rows tied
+    with its nearest smaller-set row), and the permutation null, computed the same way,
+    carries that bias into ``null_mean``, which the gate subtracts.
+
+    Interval: the share is a mean over synthetic rows, but its noise comes mostly from the
+    labels of the real rows they sit next to (many synthetic rows can share one nearest real
+    row; with 7,700 audit rows on 1,000 real rows most do). The permutation null (labels re-drawn
+    at the same sizes over the cached lists) measures exactly that variance; the per-row
+    standard error measures the synthetic sampling. The interval is share ± z·max(the two), with
+    z one-sided at the audit's confidence (1.645 at 95%): only its upper end is gated, and a
+    leak pushes the share up. At 450 + 450 German-credit rows with 7,683 audit rows the null sd
+    is 0.017-0.024 (the per-row standard error would claim 0.0057), which is why the default
+    limit is 0.58 (``Thresholds``).
+    Power: a balanced-audit effect, so a small holdout dilutes a copy's contribution by
+    n_S / n_L; copies and near-copies are caught by their own per-row tests, and MIA uses every
+    row.
+    """
     d_train, _ = ctx.nn("synthetic", "train", 2)
     d_hold, _ = ctx.nn("synthetic", "holdout", 2)
     dt, dh = d_train[:, 0], d_hold[:, 0]
-    score = np.where(dt < dh, 1.0, np.where(dt == dh, 0.5, 0.0))
-    share, low, high = mean_ci(score, ctx.confidence)
+    pn = ctx.pooled_neighbours()
+    small_obs = ~pn.is_train if pn.train_is_larger else pn.is_train
+    score = _subsample_scores(pn, small_obs)
+    n = int(score.size)
+    share = float(score.mean()) if n else math.nan
+    sd_rows = float(score.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+    rng = ctx.rng("null-dcr_share")
+    n_small, n_pooled = min(pn.n_train, pn.n_holdout), pn.n_pooled
+    null = np.empty(max(ctx.resamples, 1))
+    for i in range(null.size):
+        small = np.zeros(n_pooled, dtype=bool)
+        small[rng.permutation(n_pooled)[:n_small]] = True
+        null[i] = _subsample_scores(pn, small).mean()
+    summary = null_summary(null, 0.5, exact_mean=0.5 if pn.exact else None)
+    sd = max(summary["null_sd"], sd_rows)
+    z = _z(1 - 2 * (1 - ctx.confidence))  # one-sided: only the upper end is gated
+    low, high = share - z * sd, share + z * sd
     ctx.figures["dcr_histogram"] = _histogram(dt, dh)
 
     def nndr(d):
@@ -133,26 +253,32 @@ def dcr(ctx: AuditContext) -> list[RiskResult]:
         return r
 
     r_train, r_hold = nndr(d_train), nndr(d_hold)
-    n = len(score)
     # NNDR: small ratios mean a synthetic row sits much closer to one real row than to any other
-    # (an outlier reproduced). Reported against the holdout as baseline, not gated.
+    # (an outlier reproduced). Reported against the holdout as baseline, not gated (with
+    # unequal sizes its null is not 0: the near-copy test is the calibrated version).
     nndr_low_train = float(np.mean(r_train < 0.5)) if n else math.nan
     nndr_low_hold = float(np.mean(r_hold < 0.5)) if n else math.nan
     _, nl, nh = newcombe_diff_ci(nndr_low_train * n, n, nndr_low_hold * n, n, ctx.confidence)
     return near_copies(ctx) + [
         RiskResult(
-            name="dcr_share", value=share, ci_low=low, ci_high=high, baseline=0.5,
-            threshold_key="dcr_share", attack="dcr",
+            name="dcr_share", value=share, ci_low=low, ci_high=high,
+            baseline=summary["null_mean"], threshold_key="dcr_share", attack="dcr",
             details={
-                "synthetic_rows": n, "reference_rows": int(ctx.matrix("train").shape[0]),
+                "synthetic_rows": n, "train_rows": pn.n_train, "holdout_rows": pn.n_holdout,
                 "closer_to_train": int(np.sum(dt < dh)), "ties": int(np.sum(dt == dh)),
                 "closer_to_holdout": int(np.sum(dt > dh)),
                 "median_dcr_train": float(np.median(dt)) if n else math.nan,
                 "median_dcr_holdout": float(np.median(dh)) if n else math.nan,
                 "p05_dcr_train": float(np.quantile(dt, 0.05)) if n else math.nan,
                 "p05_dcr_holdout": float(np.quantile(dh, 0.05)) if n else math.nan,
-                "definition": "share of synthetic rows whose nearest real row is in train rather "
-                              "than holdout (ties count 1/2), equal-sized sets; 0.5 is ideal",
+                "neighbours_per_row": int(pn.dist.shape[1]), "exact": pn.exact,
+                "sd_synthetic_rows": sd_rows, **summary,
+                "interval": "one-sided: share ± z·max(sd of the permutation null, per-row "
+                            "standard error)",
+                "definition": "share of synthetic rows whose nearest real row is in train "
+                              "rather than holdout (ties 1/2), averaged over every subsample "
+                              "of the larger set to the size of the smaller; 0.5 under the "
+                              "null for any sizes",
             },
         ),
         RiskResult(
@@ -169,76 +295,68 @@ def dcr(ctx: AuditContext) -> list[RiskResult]:
     ]
 
 
-#: A synthetic row is a near-copy of a training row when its nearest training row is closer than
-#: this fraction of its local scale (see near_copies).
+#: A synthetic row is a near-copy of a real row when that row is closer than this fraction of
+#: the distance to any other real row (see near_copies).
 NEAR_COPY_RATIO = 0.05
 
 
 def near_copies(ctx: AuditContext) -> list[RiskResult]:
-    """Per-row near-copy test: synthetic rows far closer to one training row than to anything else.
+    """Per-row near-copy test: synthetic rows far closer to one real row than to any other.
 
-    For each synthetic row s let ``dT1 <= dT2`` be its exact distances (rank-scaled numerics,
-    categorical mismatches; ``distance.py``) to its two nearest training rows and ``dH1 <= dH2``
-    the same for the same-sized holdout. s is a *train near-copy* when
+    For each synthetic row s let ``d1 <= d2`` be its exact distances (rank-scaled numerics,
+    categorical mismatches; ``distance.py``) to its two nearest rows among the *pooled* train
+    and holdout rows. s is a near-copy *event* when ``d1 < rho * d2``: its nearest real row is
+    ``1/rho`` = 20 times closer than any other real row it could be a blend of (ties, including
+    two real rows at distance 0, are never events). The event does not depend on the labels;
+    it is a *train* near-copy when the nearest row is a training row. (This is exactly the
+    former rule ``dT1 < rho * min(dT2, dH1)``, with its holdout mirror.) The statistic is the
+    excess over chance ``(a - π m) / ((1 - π) n)`` of the module docstring, with m events, a
+    of them on training rows, n synthetic rows and π = n_train / n_pooled: with equal sizes,
+    (train near-copies - holdout near-copies) / n, as before.
 
-        dT1 < rho * min(dT2, dH1)
-
-    (its nearest training row is ``1/rho`` = 20 times closer than any other real row it could be
-    a blend of), and a *holdout near-copy* when ``dH1 < rho * min(dH2, dT1)``. The two events
-    exclude each other (rows at 0 from both sets are neither). The statistic is the excess
-    ``(A - B) / n``: train near-copies minus holdout near-copies, over the n synthetic rows.
-
-    Null and calibration. Train and holdout are a uniformly random split of the real rows
-    (``data/split.py``), balanced to equal size at random. A generator whose output does not
-    depend on which rows fell into the training half (the null: it learned nothing specific to
-    the training rows) leaves the joint law of (synthetic, train, holdout) unchanged when the
-    labels train and holdout are swapped; the swap maps the train event onto the holdout event,
-    so for every synthetic row ``P(train near-copy) = P(holdout near-copy)`` and ``E[A - B] = 0``
-    exactly, whatever the table, its ties and duplicates, or how close honest output sits to real
-    rows in general: the holdout is the baseline. The interval is the paired (McNemar-style)
-    Wilson interval on the discordant rows (``stats.paired_excess_ci``), as for the exact-copy
-    rates, one-sided at the audit's confidence (the upper end of a 90% two-sided interval is a 95%
-one-sided bound: leaks push the excess up, and only the upper end is gated). It
-    treats each synthetic row's label as a fair coin under the null, which ignores the weak
-    dependence of rows that share a nearest real row.
+    Null and calibration. A generator whose output does not depend on which rows fell into the
+    training half leaves the labels exchangeable given the real and synthetic rows, so each
+    event's row is a training row with probability π exactly and the excess has mean 0 for any
+    table, its ties and duplicates, sizes, or how close honest output sits to real rows in
+    general. The interval is one-sided at the audit's confidence (the upper end of a 90%
+    two-sided interval is a 95% one-sided bound: leaks push the excess up, and only the upper
+    end is gated): the larger of the Wilson-based bound (``stats.excess_share_ci``, labels
+    independent) and the estimate plus z·sd of the permutation null (which sees several
+    synthetic rows sharing a nearest real row).
 
     Power, measured (``tests/test_near_copies.py``, three disjoint real splits, 1% of a fresh
     sample replaced by training rows with every numeric moved by 0.5-1%): on tables whose real
     rows are far apart (telecom churn, lending club) every planted row is detected and no honest
-    row is discordant, so the excess is 0.01 against an honest upper bound of about 2.7/n. On
+    row is an event, so the excess is 0.01 against an honest upper bound of about 2.7/n. On
     Adult, where many real rows agree on every category and differ only in one weight, about
-    half of the planted rows are detected and under 1% of honest rows are discordant: at 2,000
+    half of the planted rows are detected and under 1% of honest rows are events: at 2,000
     rows per set the one-sided upper bound of 1% near-copies had median 0.0087 (20 of 20 seeds
     blocked) and that of honest output 0.0023 (0 of 20 blocked). Hence the ``near_copy_rate``
     limit of 0.005: it blocks 1% near-copies from about 2,000 rows on (sparser tables from
     about 550: 2.7/n < 0.005) and passes honest output. (rho = 0.1 detected more planted rows
-    on Adult but blocked 7 of 20 honest seeds at 2,000 rows.)
+    on Adult but blocked 7 of 20 honest seeds at 2,000 rows.) With a small holdout (π near 1)
+    the chance events of a dense table weigh 1/(1 - π) more: such a table needs more rows.
     It is an effect size on the share of rows, unlike DCR share and MIA AUC, which are means over
     all rows that a 1% leak moves by half a point.
     """
-    d_train, _ = ctx.nn("synthetic", "train", 2)
-    d_hold, _ = ctx.nn("synthetic", "holdout", 2)
-    dt, dh = d_train[:, 0], d_hold[:, 0]
+    pn = ctx.pooled_neighbours()
     rho = NEAR_COPY_RATIO
-    near_t = dt < rho * np.minimum(d_train[:, 1], dh)
-    near_h = dh < rho * np.minimum(d_hold[:, 1], dt)
-    n = int(dt.size)
-    a, b = int(near_t.sum()), int(near_h.sum())
+    event = pn.dist[:, 0] < rho * pn.dist[:, 1]
+    attached = pn.idx[event, 0]
+    n = int(pn.dist.shape[0])
     # one-sided: the gate reads the upper end, so a two-sided (1 - 2 alpha) interval gives the
     # one-sided (1 - alpha) upper bound
-    est, low, high = paired_excess_ci(a, b, n, 1 - 2 * (1 - ctx.confidence))
-    return [RiskResult(
-        name="near_copy_rate", value=est, ci_low=low, ci_high=high, baseline=0.0,
-        threshold_key="near_copy_rate", attack="dcr",
-        details={
-            "synthetic_rows": n, "reference_rows": int(ctx.matrix("train").shape[0]),
-            "ratio": rho, "train_near_copies": a, "holdout_near_copies": b,
-            "observed_count": a,
-            "interval": "one-sided upper bound (paired, McNemar-style Wilson on the discordant "
-                        "rows); the lower end is the matching one-sided lower bound",
-            "definition": "share of synthetic rows whose nearest training row is closer than "
-                          f"{rho:g} x the distance to any other real row (second-nearest "
-                          "training row, nearest holdout row), minus the same with train and "
-                          "the same-sized holdout swapped; 0 under the null",
-        },
+    return [_event_risk(
+        ctx, "near_copy_rate", "dcr", attached, n, pn.n_train, pn.n_holdout,
+        1 - 2 * (1 - ctx.confidence),
+        {"ratio": rho, "train_near_copies": int((attached < pn.n_train).sum()),
+         "holdout_near_copies": int((attached >= pn.n_train).sum()),
+         "interval": "one-sided upper bound: the larger of the Wilson-based excess bound "
+                     "(stats.excess_share_ci) and estimate + z·sd of the permutation null; the "
+                     "lower end is the matching one-sided lower bound",
+         "definition": "share of synthetic rows whose nearest real row is a training row "
+                       f"closer than {rho:g} x the distance to any other real row, beyond the "
+                       "share expected by chance, (a - π·m) / ((1 - π)·n), π = n_train / "
+                       "n_pooled; train minus holdout near-copies over n when the sizes are "
+                       "equal; 0 under the null"},
     )]

@@ -168,10 +168,12 @@ def nearest_neighbors(
     the few rows not certified (many near-ties) are searched again in float64 over all rows.
     """
     nq, nr = queries.shape[0], reference.shape[0]
-    if chunk is None:
-        chunk = int(min(4096, max(64, (16 * 2**20) // max(nr, 1))))
     k_eff = min(k, nr)
     k_cand = min(k + 2, nr)
+    if chunk is None:
+        chunk = int(min(4096, max(64, (16 * 2**20) // max(nr, 1))))
+        # the exact re-measure holds chunk x k_cand x width floats: keep it near 32 MB
+        chunk = int(max(16, min(chunk, (4 * 2**20) // max(k_cand * queries.shape[1], 1))))
     dist = np.full((nq, k), np.inf, dtype=np.float64)
     idx = np.full((nq, k), -1, dtype=np.int64)
     if nq == 0 or nr == 0:
@@ -192,14 +194,18 @@ def nearest_neighbors(
         d2 = q @ ref_m2
         d2 += ref_sq[None, :]
         rows = np.arange(q.shape[0])
-        best = np.empty((q.shape[0], k_cand), dtype=np.int64)
-        # k rounds of argmin + mask: far cheaper than argpartition on wide rows for small k
-        for j in range(k_cand):
-            b = np.argmin(d2, axis=1)
-            best[:, j] = b
-            if j + 1 < k_cand:
-                d2[rows, b] = np.inf
-        last = d2[rows, best[:, -1]].astype(np.float64)
+        if k_cand <= 8:
+            best = np.empty((q.shape[0], k_cand), dtype=np.int64)
+            # k rounds of argmin + mask: far cheaper than argpartition on wide rows for small k
+            for j in range(k_cand):
+                b = np.argmin(d2, axis=1)
+                best[:, j] = b
+                if j + 1 < k_cand:
+                    d2[rows, b] = np.inf
+            last = d2[rows, best[:, -1]].astype(np.float64)
+        else:  # many neighbours (the pooled lists of the DCR share): one partition per row
+            best = np.argpartition(d2, k_cand - 1, axis=1)[:, :k_cand]
+            last = np.take_along_axis(d2, best, axis=1).max(axis=1).astype(np.float64)
         diff = q64[:, None, :] - ref64[best]
         exact = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
         order = np.argsort(exact, axis=1, kind="stable")[:, :k_eff]

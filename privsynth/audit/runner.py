@@ -147,15 +147,19 @@ def run_audit(
     synthetic = synthetic[schema.names]
     ctx = AuditContext(train=train, holdout=holdout, synthetic=synthetic, schema=schema,
                        config=config, seed_seq=seed_seq)
+    meta["rows"]["distance_train"] = len(ctx.reference[0])
+    meta["rows"]["distance_holdout"] = len(ctx.reference[1])
     meta["rows"]["balanced_reference"] = len(ctx.balanced[0])
     meta["rows"]["synthetic_used"] = len(ctx.synth)
     meta["rows"]["anonymeter_ori"] = min(len(ctx.balanced[0]), _anon.MAX_ANONYMETER_ROWS)
     meta["rows"]["anonymeter_synthetic"] = min(len(ctx.synth), _anon.MAX_ANONYMETER_ROWS)
     meta["sampling"] = (
-        f"train and holdout balanced to the same size (at most {MAX_DISTANCE_ROWS:,} rows) for "
-        f"the distance attacks; anonymeter gets seeded samples of at most "
-        f"{_anon.MAX_ANONYMETER_ROWS:,} rows each of train (ori), holdout (control) and "
-        f"synthetic, and {config.anonymeter_attacks} attacks, to bound its run time")
+        f"every train row against every holdout row (at most {MAX_DISTANCE_ROWS:,} rows each) "
+        f"for the copy and distance attacks, whatever their sizes; anonymeter gets seeded "
+        f"samples of at most {_anon.MAX_ANONYMETER_ROWS:,} rows each of train (ori), holdout "
+        f"(control), balanced to the same size, and synthetic, and "
+        f"{config.anonymeter_attacks} attacks (inference: every ori row it can pair with a "
+        f"control row), to bound its run time")
 
     risks: list[RiskResult] = []
     errors: list[AuditFailure] = []

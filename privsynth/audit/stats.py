@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+from scipy import special as _sp
 from scipy import stats as _st
 
 
@@ -68,19 +69,125 @@ def paired_excess_ci(
     p = only_first / m, the excess is (m / n)(2p - 1). The interval multiplies the Wilson upper
     bound of m / n by the Wilson bounds of 2p - 1, which is conservative, and with no
     discordant item at all gives [-(3.84/n), 3.84/n] rather than a zero-width interval.
+    Returns ``(estimate, low, high)``. The equal-sized case of ``excess_share_ci``.
+    """
+    return excess_share_ci(only_first, only_first + only_second, n, 0.5, confidence)
+
+
+def excess_share_ci(
+    first: int, events: int, n: int, share: float, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Excess ``f = (first - share·events) / ((1 - share)·n)`` of n items, with its interval.
+
+    The setting: ``events`` of n synthetic rows are events (a copy or near-copy of one real
+    row), and the real row of each event is a training row with probability ``share`` under the
+    null (train and holdout a random split of the pooled rows, ``share = n_train / n_pooled``,
+    the generator blind to the split); ``first`` of them are. ``f`` estimates the share of the
+    n rows that copy a training row *beyond chance*: if a fraction f of the rows copy training
+    rows and the others hit real rows at rate c regardless of the split, then
+    E[first] = f·n + share·c·n(1 - f) and E[events] = f·n + c·n(1 - f), so
+    E[first - share·events] = (1 - share)·f·n. The null value is 0 exactly, for any sizes; with
+    ``share = 1/2`` it is the paired excess (train events - holdout events) / n.
+
+    Interval: with p = first / events, f = (events / n)·(p - share)/(1 - share); the Wilson
+    bounds of p are scaled by the Wilson bound of events / n that makes the product extreme
+    (conservative). No event at all gives [-(m_hi·share/(1 - share)), m_hi], m_hi ≈ 3.84/n.
     Returns ``(estimate, low, high)``.
     """
-    if n <= 0:
+    if n <= 0 or not 0.0 < share < 1.0:
         return (math.nan, math.nan, math.nan)
-    m = only_first + only_second
-    est = (only_first - only_second) / n
-    m_lo, m_hi = wilson_ci(m, n, confidence)
-    if m == 0:
-        return (0.0, -m_hi, m_hi)
-    p_lo, p_hi = wilson_ci(only_first, m, confidence)
-    low = (m_hi if p_lo < 0.5 else m_lo) * (2 * p_lo - 1)
-    high = (m_hi if p_hi > 0.5 else m_lo) * (2 * p_hi - 1)
+    est = (first - share * events) / ((1.0 - share) * n)
+    m_lo, m_hi = wilson_ci(events, n, confidence)
+    if events == 0:
+        return (0.0, -m_hi * share / (1.0 - share), m_hi)
+    p_lo, p_hi = wilson_ci(first, events, confidence)
+
+    low = (m_hi if p_lo < share else m_lo) * (p_lo - share) / (1.0 - share)
+    high = (m_hi if p_hi > share else m_lo) * (p_hi - share) / (1.0 - share)
     return (est, min(low, est), max(high, est))
+
+
+def subsample_miss_probabilities(n_large: int, n_small: int, k_max: int) -> np.ndarray:
+    """``q(k) = C(n_large - k, n_small) / C(n_large, n_small)`` for k = 0..k_max: the chance
+    that a uniformly random ``n_small``-subset of ``n_large`` rows contains none of k given
+    rows (0 once k > n_large - n_small; 1 - [k > 0] when the sizes are equal)."""
+    k = np.arange(k_max + 1)
+    out = np.zeros(k_max + 1)
+    ok = k <= n_large - n_small
+    kk = k[ok].astype(float)
+    log_q = (_sp.gammaln(n_large - kk + 1) - _sp.gammaln(n_large - kk - n_small + 1)
+             - _sp.gammaln(n_large + 1.0) + _sp.gammaln(n_large - n_small + 1.0))
+    out[ok] = np.exp(log_q)
+    return out
+
+
+def null_summary(null: np.ndarray, nominal: float, exact_mean: float | None = None) -> dict:
+    """Details of a permutation null: mean (``exact_mean`` where the null mean is known in
+    closed form, so Monte Carlo noise never moves the gate), 95th percentile, standard
+    deviation, the number of permutations and the statistic's nominal null value."""
+    null = np.asarray(null, dtype=float)
+    mean = float(np.mean(null)) if exact_mean is None else float(exact_mean)
+    return {"null_mean": mean, "null_q95": float(np.quantile(null, 0.95)),
+            "null_sd": float(np.std(null, ddof=1)) if null.size > 1 else 0.0,
+            "null_permutations": int(null.size), "null_nominal": float(nominal),
+            "null": "re-split of the pooled real rows into train and holdout of the same "
+                    "sizes, synthetic rows fixed (labels permuted over cached distances)"}
+
+
+def auc_permutation_null(member_scores: np.ndarray, nonmember_scores: np.ndarray,
+                         permutations: int, rng: np.random.Generator) -> np.ndarray:
+    """Mann-Whitney AUC with the member/non-member labels re-drawn ``permutations`` times at
+    the same sizes: the attack's exact null given the pooled scores (its mean is 1/2 exactly,
+    ties counted one half). O(n) per permutation on ranks computed once."""
+    m = np.asarray(member_scores, dtype=float)
+    h = np.asarray(nonmember_scores, dtype=float)
+    nm, nh = m.size, h.size
+    if nm == 0 or nh == 0:
+        return np.full(max(permutations, 1), math.nan)
+    ranks = _st.rankdata(np.concatenate([m, h]))
+    out = np.empty(max(permutations, 1))
+    for i in range(out.size):
+        pick = rng.permutation(nm + nh)[:nm]
+        out[i] = (ranks[pick].sum() - nm * (nm + 1) / 2) / (nm * nh)
+    return out
+
+
+def tpr_permutation_null(member_scores: np.ndarray, nonmember_scores: np.ndarray,
+                         fprs: tuple[float, ...], permutations: int,
+                         rng: np.random.Generator) -> dict[float, np.ndarray]:
+    """``tpr_at_fpr`` for each of ``fprs`` with the labels re-drawn at the same sizes (exact null
+    given the pooled scores). The scores are sorted once; each permutation is O(n): cumulative
+    counts of pseudo-members and pseudo-non-members along the descending order give the
+    threshold (the (k+1)-th highest non-member) and the members strictly above its tie group."""
+    m = np.asarray(member_scores, dtype=float)
+    h = np.asarray(nonmember_scores, dtype=float)
+    nm, nh = m.size, h.size
+    count = max(permutations, 1)
+    if nm == 0 or nh == 0:
+        return {f: np.full(count, math.nan) for f in fprs}
+    pooled = np.concatenate([m, h])
+    order = np.argsort(-pooled, kind="stable")
+    sv = pooled[order]
+    n = sv.size
+    # first position of each value's tie group along the descending order
+    new_group = np.concatenate([[True], sv[1:] != sv[:-1]])
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    ks = {f: int(math.floor(f * nh)) for f in fprs}
+    out = {f: np.empty(count) for f in fprs}
+    rank_of = np.empty(n, dtype=np.int64)
+    rank_of[order] = np.arange(n)
+    for i in range(count):
+        member = np.zeros(n, dtype=bool)
+        member[rank_of[rng.permutation(n)[:nm]]] = True
+        mem_before = np.concatenate([[0], np.cumsum(member)])  # members strictly before i
+        non_cum = np.cumsum(~member)
+        for f, k in ks.items():
+            if k >= nh:
+                out[f][i] = 1.0
+                continue
+            pos = int(np.searchsorted(non_cum, k + 1))
+            out[f][i] = mem_before[group_start[pos]] / nm
+    return out
 
 
 def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -246,6 +353,30 @@ def auc_min_rows(threshold: float, confidence: float = 0.95, honest_excess: floa
         return MAX_AUDIT_ROWS
     k = _z(confidence) + float(_st.norm.ppf(power))
     return math.ceil(k * k / 6 / room / room)
+
+
+def auc_se(members: int, non_members: int) -> float:
+    """Null standard error of a Mann-Whitney AUC on continuous scores:
+    sqrt((m + h + 1) / (12 m h)) for m members and h non-members (any sizes)."""
+    if members <= 0 or non_members <= 0:
+        return math.inf
+    return math.sqrt((members + non_members + 1) / (12.0 * members * non_members))
+
+
+def auc_holdout_rows_needed(threshold: float, members: int, confidence: float = 0.95,
+                            honest_excess: float = 0.02, power: float = 0.95) -> int | None:
+    """Holdout rows at which an honest AUC (0.5 + ``honest_excess``) with ``members`` training
+    rows passes "upper bound below ``threshold``" with probability ``power`` (as
+    ``auc_min_rows``, with the unequal-size standard error ``auc_se``). None when even an
+    unlimited holdout would not do."""
+    room = threshold - 0.5 - honest_excess
+    if room <= 0 or members <= 0:
+        return None
+    k = _z(confidence) + float(_st.norm.ppf(power))
+    budget = (room / k) ** 2 - 1.0 / (12.0 * members)
+    if budget <= 0:
+        return None
+    return math.ceil(1.0 / (12.0 * budget))
 
 
 def share_min_rows(threshold: float, confidence: float = 0.95, honest_excess: float = 0.0,

@@ -252,30 +252,60 @@ class GeneratorPolicy(_Frozen):
 
 
 class Thresholds(_Frozen):
-    """Upper limits on audit risks. A release passes only if every upper bound is below.
+    """Upper limits on audit risks, as *effect sizes* over each risk's null.
 
-    The gate compares the *upper end of a two-sided 95% interval* with each limit, so a limit must
-    sit well above the sampling noise of an honest release (one that never saw the training
-    rows), or honest releases fail by chance. The defaults are derived for the reference case of
-    n >= 2,000 synthetic rows against equal-sized train and holdout sets:
+    **The null.** Train and holdout are a uniformly random split of the pooled real rows, so a
+    generator that learned nothing specific to its training rows leaves the labels exchangeable
+    given the real rows and the synthetic table. Re-splitting the pooled rows into
+    pseudo-train and pseudo-holdout of the same sizes, with the synthetic table fixed, is
+    therefore the only exact null; the audit computes it by permuting labels over its cached
+    distances (200 permutations, never a new neighbour search) and reports each risk's null
+    mean (the baseline) and 95th percentile. Every statistic is defined so that its null value
+    is known exactly *for any sizes* (AUC and DCR share 0.5, excess rates 0): the distance and
+    copy attacks use every training row against every holdout row, however unequal.
 
-    * ``exact_copy_rate`` and ``unique_qi_copy_rate`` (0.005) gate the *excess* of synthetic rows
-      equal to a rare training row over those equal to a rare holdout row (paired interval).
-      With no natural matches the honest upper bound is the Wilson bound for 0 events, about
-      3.84/n (0.0019 at n = 2,000; 0.00016 on Adult's 24k halves); a release with 1% of its rows
-      copied from train has an estimate of 0.01 and an upper bound near 0.014, so 0.005 blocks
-      it and passes honest ones. On a low-entropy table (health_insurance: 7% of fresh rows
-      match a rare training row by chance) the noise is about sqrt(2 * 0.07 / n), 0.007 at
-      n = 3,000: such a table cannot be certified at 0.005 until n is several times larger,
-      and the gate blocks it (fail closed) unless the policy raises the limit.
-      A limit of exactly 0 means zero tolerance: pass only if not one synthetic row copies a
-      training row (an interval can never be below 0).
-    * ``dcr_share`` (0.56): an honest share is 0.5 with standard error at most 0.5/sqrt(n); the
-      upper bound exceeds 0.5 + (1.96 + 1.645) * 0.5/sqrt(n) in under 5% of honest runs, which is
-      below 0.56 from n ~ 900 on.
-    * ``mia_auc`` (0.6): the DeLong standard error of an honest AUC is about 1/sqrt(6n), so 0.6 is
-      more than 10 standard errors away at n = 2,000 per side and fails honest runs essentially
-      never, while a copying generator scores close to 1.
+    **The rule.** A release passes a risk when ``upper - max(0, null_mean - nominal) <
+    threshold``, ``upper`` the upper end of the risk's interval (two-sided 95% for the AUC and
+    the copy rates, one-sided 95% for the DCR share, the near-copy rate and TPR at 1% FPR:
+    leaks push these up and only the upper end is read). The null excess is 0 wherever the
+    null mean is exact, and otherwise absorbs what the computation itself adds (the DCR share's
+    fail-closed bound beyond its neighbour lists), so a limit measures the effect, not the
+    method. Honest DP output sits slightly above the null on large tables: the limits leave room
+    for that and for the noise. An honest release passes 95% of the time when
+    ``(z_bound + 1.645)·sd + honest_excess < threshold - nominal``; ``policy check``'s
+    pre-flight and the gate's "underpowered" hint apply this with each risk's own sd.
+
+    * ``exact_copy_rate`` and ``unique_qi_copy_rate`` (0.005) gate the share of synthetic rows
+      equal to a *rare* training row (one that occurs once in the pooled real rows; for
+      unique_qi, unique on the quasi-identifiers) beyond chance:
+      ``(a - π m) / ((1 - π) n)``, m synthetic rows equal to a rare real row, a of them to a
+      training row, π = n_train / n_pooled (with equal sizes: train copies minus holdout copies,
+      over n). With no natural matches the honest upper bound is the Wilson bound for 0
+      events, about 3.84/n (0.0005 at the audit's 7,683 rows on a small table; 0.00016 on
+      Adult's 24k halves); a release with 1% of its rows copied from train has an estimate
+      of 0.01, so 0.005 blocks it and passes honest ones. On a low-entropy table
+      (health_insurance: 7% of fresh rows match a rare training row by chance) the noise is
+      about sqrt(2 * 0.07 / n), 0.007 at n = 3,000: such a table cannot be certified at 0.005
+      until n is several times larger, and the gate blocks it (fail closed) unless the policy
+      raises the limit. A limit of exactly 0 means zero tolerance: pass only if not one
+      synthetic row copies a rare training row (an interval can never be below 0).
+    * ``dcr_share`` (0.58): the share of synthetic rows nearer a training row than a holdout
+      row, averaged over every subsample of the larger set to the size of the smaller (0.5
+      exactly under the null; ``copies.dcr``). If a fraction f of the synthetic rows sit on
+      their training source and the rest follow the null, the share is 0.5 + f/2: 0.58 blocks
+      f = 16%. Its noise comes from the labels of the N real rows the synthetic rows sit next to,
+      not from the synthetic rows (7,683 audit rows share ~900 real rows on German credit): the
+      permutation null's sd is about 0.5·sqrt(h/N) with h, measured 1 to 2, counting how
+      unevenly synthetic rows crowd onto real rows (0.016-0.024 at N = 900). With the one-sided
+      bound an honest release passes 95% of the time when (1.645 + 1.645)·sd < t - 0.5, so
+      t = 0.58 serves N >= ~900 real rows at h = 2 (German credit's 1,000); 0.56 blocked 5 of
+      40 honest German-credit stand-ins. Copies and near-copies of a few percent of the rows
+      are caught by their own per-row tests, not by this mean.
+    * ``mia_auc`` (0.6): every training row (member) against every holdout row; the null
+      standard error of an AUC with m members and h non-members is sqrt((m + h + 1)/(12 m h))
+      (``stats.auc_se``), so 0.6 is 5 standard errors away at 450 + 450 rows and 6 at 5,700 +
+      300 (a 6k table with a 5% holdout, which balancing to 315 + 315 left at 4.4 and blocked),
+      while a copying generator scores close to 1.
     * anonymeter risks are residual rates r = (a - c) / (1 - c), a and c the success rates on
       train and control, with anonymeter's propagated Wilson error. With true risk 0 the
       half-width is h ~ 1.96 * sqrt(2c / (n (1 - c))) over n attacks, and an honest release
@@ -283,29 +313,33 @@ class Thresholds(_Frozen):
       Adult has c ~ 0.2-0.3 at 1.5k-4k rows, so h ~ 0.07-0.085 at n = 500: hence
       ``singling_out_risk`` 0.15 (measured: 3 of 12 honest runs exceed 0.1; none 0.15). A copy
       release scores ~0.99. Linkability has c ~ 0.01, h < 0.02, so 0.1 is ample.
-      ``inference_risk`` 0.2 is kept for policies that ask for it with enough attacks: with
-      the same formula, a binary secret guessed right with c = 0.8 from similar people (Adult's
-      income) needs n >~ 2,600 attacks (``anonymeter_attacks``) for honest releases to pass 95%
-      of the time, which is why inference is not in the default attack list.
-    * ``near_copy_rate`` (0.005), measured with the DCR attack: the *excess* share of synthetic
-      rows whose nearest training row is 20 times closer than any other real row, over the same
-      with train and holdout swapped (one-sided 95% paired upper bound; 0 exactly under the
-      null of a generator that never saw which rows were training rows;
-      ``audit.copies.near_copies``). A release with 1% of its rows copied from train with every
-      number moved by up to 1% scores 0.01 on sparse tables and about 0.005 on Adult (whose
-      real rows have near-twins), upper bound ~0.009 at 2,000 rows; honest output has an upper
-      bound of about 2.7/n where no honest row is a near-copy (n >= 550 to pass) and a median
-      of 0.0023 on Adult at 2,000 rows (0 of 20 seeds blocked).
+      ``inference_risk`` 0.2: a binary secret guessed right with c = 0.8 from similar people
+      (Adult's income) has h = 1.96 * sqrt(8 / n): 0.11 at 2,500 attacks, where 1 honest demo
+      release in 11 was blocked at 0.222. Inference therefore attacks every ori row that has a
+      control row (``min(ori, control)``, up to 10,000: h = 0.055), never fewer than
+      ``anonymeter_attacks``; an honest release with true risk r0 is then blocked only beyond
+      (0.145 - r0)/0.028 standard errors (5 for r0 = 0, 3.4 for r0 = 0.05).
+    * ``near_copy_rate`` (0.005), measured with the DCR attack: the share of synthetic rows
+      whose nearest real row is 20 times closer than any other real row and is a training row,
+      beyond chance (``(a - π m)/((1 - π) n)`` as for copies; 0 exactly under the null, for any
+      sizes; one-sided 95% bound, the larger of the Wilson-based one and the permutation null's
+      sd; ``audit.copies.near_copies``). A release with 1% of its rows copied from train with
+      every number moved by up to 1% scores 0.01 on sparse tables and about 0.005 on Adult
+      (whose real rows have near-twins), upper bound ~0.009 at 2,000 rows; honest output has an
+      upper bound of about 2.7/n where no honest row is a near-copy (n >= 550 to pass) and a
+      median of 0.0023 on Adult at 2,000 rows (0 of 20 seeds blocked).
     * ``mia_tpr_at_1pct_fpr`` (0.05): the true-positive rate of each MIA score at the threshold
-      that flags 1% of non-members. Its exact null (labels permuted; reported as the baseline)
-      is at most 0.01; the bootstrap upper bound of an honest release is about
-      0.01 + 1.96 * sqrt(2 * 0.01 / n), 0.016 at n = 2,000 and 0.026 at n = 300, so 0.05 passes
-      honest releases of any size the other limits allow, while a release that copies 5% of its
-      training rows, or any full copy, puts those members above every non-member.
+      that flags 1% of non-members, with a one-sided bound est + 1.645·sd, sd the larger of the
+      permutation null's (exact near the null: the threshold is set by the top 1% of
+      non-members, 2 rows of 225) and the members' binomial. Its null mean is at most 0.01 and
+      its null sd about 0.009 at 450 + 225 rows, so an honest bound passes 0.05 unless the
+      estimate exceeds 0.035 (the stratified bootstrap interval used before blocked 8 of 40
+      honest German-credit stand-ins); a release that copies 5% of its training rows, or any
+      full copy, puts those members above every non-member.
     """
 
     exact_copy_rate: Annotated[float, Field(ge=0, le=1)] = 0.005
-    dcr_share: Annotated[float, Field(ge=0.5, le=1)] = 0.56
+    dcr_share: Annotated[float, Field(ge=0.5, le=1)] = 0.58
     mia_auc: Annotated[float, Field(ge=0.5, le=1)] = 0.6
     unique_qi_copy_rate: Annotated[float, Field(ge=0, le=1)] = 0.005
     singling_out_risk: Annotated[float, Field(ge=0, le=1)] = 0.15
