@@ -393,55 +393,60 @@ def run_table(table: str, models: int, samples: int, *, retrain: bool, leak_mode
 
 # --------------------------------------------------------------------------- report
 
+def _attack_blocked(summary: dict) -> bool:
+    """Blocked by the attack evidence: a failed check or a failed attack, not the utility
+    floor alone (a leak that only looks useless is not caught)."""
+    return bool(summary["failed_checks"]) or any(
+        c != "utility_floor" for c in summary["reason_codes"])
+
+
+def _codes(summary: dict) -> set[str]:
+    return {_short(c) for c in (summary["failed_checks"] or summary["reason_codes"])}
+
+
 def _cell(runs: list[dict]) -> str:
     built = [r for r in runs if r.get("passed") is not None]
     if not built:
         return "n/a"
-    blocked = [r for r in built if not r["passed"]]
-    if len(blocked) < len(built):
-        return f"MISSED {len(built) - len(blocked)}/{len(built)}"
-    codes = sorted({c for r in blocked for c in (r["failed_checks"] or r["reason_codes"])})
-    return "blocked " + " ".join(_short(c) for c in codes)
-
-
-_SHORT = {"exact_copy_rate": "copy", "unique_qi_copy_rate": "qi", "dcr_share": "dcr",
-          "mia_auc": "auc", "near_copy_rate": "near", "mia_tpr_at_1pct_fpr": "tpr",
-          "singling_out_risk": "so"}
+    caught = [r for r in built if _attack_blocked(r)]
+    if len(caught) < len(built):
+        return f"MISSED {len(built) - len(caught)}/{len(built)}"
+    return "blocked:" + ",".join(sorted({c for r in caught for c in _codes(r)}))
 
 
 def _short(code: str) -> str:
-    for key, short in _SHORT.items():
-        if key in code:
-            return short
-    return code
+    """A short name for a check (or a reason code, when no check failed)."""
+    if code.startswith("mia_") and code.endswith("_auc"):
+        return "auc"
+    if code.startswith("mia_") and "tpr_at_1pct" in code:
+        return "tpr"
+    if code.startswith("singling_out"):
+        return "so"
+    return {"exact_copy_rate": "copy", "unique_qi_copy_rate": "qi", "dcr_share": "dcr",
+            "near_copy_rate": "near", "utility_floor": "util"}.get(code, code)
 
 
 def print_table(results: list[dict]) -> None:
-    """Leak kind x table -> blocked? (checks that failed), honest pass rate, timings."""
-    names = [r["table"] for r in results]
-    width = max(12, *(len(n) for n in names))
+    """A Markdown table, one row per table: each leak kind -> blocked? (the checks that failed),
+    honest pass rate with its 95% Wilson interval, what blocked honest samples, timings."""
     kinds = list(dict.fromkeys(k for r in results for k in r["leaks"]))
-    head = f"{'':22}" + "".join(f"{n:>{width + 2}}" for n in names)
-    print(head)
-    rows = [("train/holdout rows", [f"{r['train_rows']}/{r['holdout_rows']}" for r in results]),
-            ("audited synth rows", [str(r["audit_rows"]) for r in results])]
-    for kind in kinds:
-        rows.append((kind, [_cell(r["leaks"].get(kind, [])) for r in results]))
-    rows.append(("honest pass", [f"{r['honest_pass']['passed']}/{r['honest_pass']['n']}"
-                                 for r in results]))
-    rows.append(("  Wilson 95%", ["{:.2f}-{:.2f}".format(*r["honest_pass"]["wilson95"])
-                                  for r in results]))
-    rows.append(("  honest blocks by", [
-        " ".join(sorted({_short(c) for s in r["honest"] if not s["passed"]
-                         for c in (s["failed_checks"] or s["reason_codes"])})) or "-"
-        for r in results]))
-    rows.append(("release s (mean)", [f"{np.mean(r['release_s']):.0f}" for r in results]))
-    rows.append(("audit s (mean)", [f"{np.mean([s['audit_s'] or 0 for s in r['honest']]):.1f}"
-                                    for r in results]))
-    for label, cells in rows:
-        print(f"{label:22}" + "".join(f"{c:>{width + 2}}" for c in cells))
-    print("codes: copy=exact_copy_rate qi=unique_qi_copy_rate dcr=dcr_share auc=mia_auc "
-          "near=near_copy_rate tpr=mia_tpr_at_1pct_fpr so=singling_out_risk")
+    head = ["table", "train/holdout/audited rows", *kinds, "honest pass (Wilson 95%)",
+            "honest blocked by", "release s", "audit s"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in results:
+        hp = r["honest_pass"]
+        cells = [r["table"], f"{r['train_rows']}/{r['holdout_rows']}/{r['audit_rows']}",
+                 *(_cell(r["leaks"].get(k, [])) for k in kinds),
+                 "{}/{} ({:.2f}-{:.2f})".format(hp["passed"], hp["n"], *hp["wilson95"]),
+                 ",".join(sorted({c for s in r["honest"] if not s["passed"]
+                                  for c in _codes(s)})) or "-",
+                 f"{np.mean(r['release_s']):.0f}",
+                 f"{np.mean([s['audit_s'] or 0 for s in r['honest']]):.1f}"]
+        print("| " + " | ".join(cells) + " |")
+    print("\nchecks that failed: copy=exact_copy_rate qi=unique_qi_copy_rate dcr=dcr_share "
+          "auc=an MIA AUC near=near_copy_rate tpr=an MIA TPR at 1% FPR so=singling out "
+          "util=utility floor; MISSED = passed the gate or blocked by the utility floor only")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -488,8 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join(sys.argv), "seconds": round(total, 1),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "results": results}, indent=1))
-    leaked = any(r.get("passed") is True for res in results for runs in res["leaks"].values()
-                 for r in runs)
+    leaked = any(r.get("passed") is not None and not _attack_blocked(r)
+                 for res in results for runs in res["leaks"].values() for r in runs)
     low = any((res["honest_pass"]["rate"] or 0) < 0.95 for res in results)
     return 1 if leaked or low else 0
 
