@@ -218,3 +218,28 @@ def test_too_few_rows_fail_closed_with_the_fix():
         if not col.is_numeric:
             for value in set(train[col.name].dropna()):
                 assert f"'{value}'" not in str(info.value)
+
+
+def test_the_gate_runs_the_attack_by_default_and_blocks_a_targeted_leak():
+    """Registered in the runner, on by default, gated by ``Thresholds.targeted_mia_*``."""
+    from privsynth.audit.runner import run_audit
+    from privsynth.gate import decide
+    from privsynth.policy.model import Thresholds
+
+    assert "targeted_mia" in AuditPolicy().attacks
+    assert (Thresholds().targeted_mia_tpr, Thresholds().targeted_mia_auc) == (TPR_LIMIT,
+                                                                              AUC_LIMIT)
+    frame, schema = _table("german_credit")
+    train, holdout, fresh = three_way_split(frame, TABLES["german_credit"], 1)
+    config = AuditPolicy(attacks=["targeted_mia"])
+    decisions = {}
+    targets = select_targets(_ctx(train, holdout, fresh, schema, 1))
+    isolated = train.iloc[targets.members[:20]].reset_index(drop=True)  # train rows come first
+    leak = _plant(fresh, isolated, np.random.default_rng(1))
+    for label, synthetic in (("honest", fresh), ("leak", leak)):
+        result = run_audit(train, holdout, synthetic, schema, config, seed=1)
+        decisions[label] = decide(result, Thresholds(), dp_claim=True, require_dp_claim=True,
+                                  attacks_requested=config.attacks)
+    assert decisions["honest"].passed, decisions["honest"].reasons
+    assert not decisions["leak"].passed
+    assert "threshold_exceeded" in decisions["leak"].reason_codes

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from privsynth.audit import anonymeter as _anon
-from privsynth.audit import copies, membership
+from privsynth.audit import copies, membership, targeted
 from privsynth.audit.context import MAX_DISTANCE_ROWS, AuditContext
 from privsynth.audit.result import AuditFailure, AuditResult, NotApplicable, RiskResult
 from privsynth.audit.utility import utility_report
@@ -37,6 +37,7 @@ ATTACKS: dict[str, Attack] = {
     "singling_out": _anon.singling_out,
     "linkability": _anon.linkability,
     "inference": _anon.inference,
+    "targeted_mia": targeted.targeted_mia,
 }
 
 
