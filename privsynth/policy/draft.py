@@ -126,7 +126,7 @@ def draft_policy(frame: pd.DataFrame, *, source_name: str) -> str:
         "  holdout_fraction: 0.5              # rows held out as the audit's non-member control",
         "  quasi_identifiers: []              # columns an attacker could know (age, sex, ...)",
         "  secrets: []                        # columns an attacker must not infer",
-        "  attacks: [exact_copy, dcr, mia, unique_qi, singling_out]",
+        "  attacks: [exact_copy, dcr, mia, unique_qi, singling_out, targeted_mia]",
         "",
     ]
     return "\n".join(lines)
