@@ -54,10 +54,15 @@ likely poor or likely blocked):
   blocks every release, e.g. 0.0076 > 0.005 for German credit's 500 training rows; any table
   under ~770 training rows). Fix: raise the threshold above it, or more rows. A threshold of 0
   is zero tolerance (counts, not intervals) and is not checked.
-* ``dcr_power`` / ``mia_power``. An honest DCR share is 0.5 with standard error 0.5/√n_bal, an
-  honest AUC 0.5 with about 1/√(6 n_bal) (DeLong). Refuse when 0.5 + 1.96·se reaches the threshold
-  (half of all honest releases blocked); warn when 0.5 + (1.96 + 1.645)·se does (more than 5%).
-  Fix: more rows, a holdout_fraction nearer 0.5, or a higher threshold.
+* ``dcr_power`` / ``mia_power``. The distance attacks score every train row against every
+  holdout row (each capped at 60,000). An honest DCR share is 0.5 with a null standard error of
+  about 0.5·√(h / (2 n_small)), n_small = min(n_train, n_hold), h ≤ 2 measuring how unevenly
+  synthetic rows crowd onto real rows: se = 0.5/√n_small; its bound is one-sided (z = 1.645).
+  An honest AUC is 0.5 with se = √((m + h + 1)/(12 m h)) for m members and h non-members
+  (``stats.auc_se``; the density attack's non-members are half the holdout, the weaker of the
+  two), two-sided (z = 1.96). Refuse when 0.5 + z·se reaches the threshold (half of all honest
+  releases blocked); warn when 0.5 + (z + 1.645)·se does (more than 5%). Fix: more rows, a
+  holdout_fraction nearer 0.5, or a higher threshold.
 * ``anonymeter_rows``. Linkability and inference run ``min(anonymeter_attacks, n_bal)`` attacks
   and the gate blocks on fewer than asked: refuse when n_bal < ``anonymeter_attacks``.
 * ``singling_out_queries``. Univariate singling out builds queries from values that occur once
@@ -79,7 +84,7 @@ from typing import Literal
 
 import pandas as pd
 
-from privsynth.audit.stats import paired_excess_ci
+from privsynth.audit.stats import auc_se, paired_excess_ci
 from privsynth.data.schema import ColumnSchema
 from privsynth.encoding.numeric import value_grid
 from privsynth.encoding.table_encoder import count_encoding_mechanisms, encoding_budget
@@ -354,16 +359,17 @@ def _gate_rules(policy: Policy, modelled: dict[str, ColumnPolicy], n_train: int,
                 f"(Wilson, 0 events), not below {limit:g}, so every release is blocked. Fix: "
                 f"raise audit.thresholds.{key} above {floor:.4f}, or use a table of at least "
                 f"~{need} rows"))
-    for attack, key, se, what in (
-            ("dcr", "dcr_share", 0.5 / math.sqrt(n_bal), "DCR share"),
-            ("mia", "mia_auc", 1.0 / math.sqrt(6.0 * n_bal), "MIA AUC")):
+    n_tr, n_ho = min(n_train, _MAX_BALANCED), min(n_hold, _MAX_BALANCED)
+    for attack, key, se, z, what in (
+            ("dcr", "dcr_share", 0.5 / math.sqrt(max(n_bal, 1)), _Z90_ONE_SIDED, "DCR share"),
+            ("mia", "mia_auc", auc_se(n_tr, max(n_ho // 2, 1)), _Z95, "MIA AUC")):
         limit = getattr(th, key)
         if attack not in attacks:
             continue
-        typical, tail = 0.5 + _Z95 * se, 0.5 + (_Z95 + _Z90_ONE_SIDED) * se
+        typical, tail = 0.5 + z * se, 0.5 + (z + _Z90_ONE_SIDED) * se
         fix = (f"use more rows, a holdout_fraction nearer 0.5 (now {audit.holdout_fraction:g}), "
                f"or raise audit.thresholds.{key} above {tail:.3f}")
-        base = (f"{what} of an honest release on {n_bal} train and {n_bal} holdout rows has "
+        base = (f"{what} of an honest release on {n_tr} train and {n_ho} holdout rows has "
                 f"standard error {se:.3f}")
         if typical >= limit:
             out.append(Finding("refuse", f"{attack}_power",

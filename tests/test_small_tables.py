@@ -230,3 +230,19 @@ def test_four_column_finance_table_is_not_blocked_by_too_few_queries():
                       attacks_requested=attacks)
     assert "too_few_attacks" not in decision.reason_codes, decision.reasons
     assert decision.passed, decision.reasons
+
+
+def test_preflight_power_fits_german_credit_and_a_small_holdout():
+    """Before, the pre-flight warned that an honest DCR share on German credit's 500 + 500 rows
+    could reach 0.581 > 0.56: the DCR bound is now one-sided with limit 0.58, and MIA scores
+    every row (a 6k table with a 5% holdout has no MIA power finding either)."""
+    from privsynth.policy.loader import load_policy
+    from privsynth.preflight import preflight
+
+    demo = load_policy(Path(__file__).resolve().parents[1] / "policies" / "adult-demo.yaml")
+    codes = {f.code for f in preflight(demo, 1000)}
+    assert not codes & {"dcr_power", "mia_power"}, codes
+    small = demo.model_copy(update={"audit": demo.audit.model_copy(
+        update={"holdout_fraction": 0.06})})
+    codes = {f.code for f in preflight(small, 6000)}
+    assert "mia_power" not in codes, codes

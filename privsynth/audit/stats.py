@@ -18,6 +18,11 @@ def _z(confidence: float) -> float:
     return float(_st.norm.ppf(0.5 + confidence / 2))
 
 
+def _strata(n: int, strata: np.ndarray | None) -> np.ndarray:
+    """Stratum labels of n scores (one stratum when None)."""
+    return np.zeros(n, dtype=np.int64) if strata is None else np.asarray(strata)
+
+
 def wilson_ci(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (good at 0 and 1, unlike Wald)."""
     if n <= 0:
@@ -134,31 +139,57 @@ def null_summary(null: np.ndarray, nominal: float, exact_mean: float | None = No
                     "sizes, synthetic rows fixed (labels permuted over cached distances)"}
 
 
+def _draw_members(layout: list[tuple[np.ndarray, int]], n: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """A pooled member mask with, in each stratum (pooled indices, member count), that many
+    members drawn at random: the null's re-split at the same sizes."""
+    member = np.zeros(n, dtype=bool)
+    for idx, nm in layout:
+        member[idx[rng.permutation(idx.size)[:nm]]] = True
+    return member
+
+
+def _layout(m_strata: np.ndarray, h_strata: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    pooled = np.concatenate([m_strata, h_strata])
+    return [(np.nonzero(pooled == g)[0], int(np.sum(m_strata == g)))
+            for g in np.unique(pooled)]
+
+
 def auc_permutation_null(member_scores: np.ndarray, nonmember_scores: np.ndarray,
-                         permutations: int, rng: np.random.Generator) -> np.ndarray:
-    """Mann-Whitney AUC with the member/non-member labels re-drawn ``permutations`` times at
-    the same sizes: the attack's exact null given the pooled scores (its mean is 1/2 exactly,
-    ties counted one half). O(n) per permutation on ranks computed once."""
+                         permutations: int, rng: np.random.Generator,
+                         member_strata: np.ndarray | None = None,
+                         nonmember_strata: np.ndarray | None = None) -> np.ndarray:
+    """``auc_ci_delong``'s AUC with the member/non-member labels re-drawn ``permutations`` times
+    at the same sizes (within each stratum): the attack's exact null given the pooled scores (its
+    mean is 1/2 exactly, ties counted one half). O(n) per permutation on ranks computed once."""
     m = np.asarray(member_scores, dtype=float)
     h = np.asarray(nonmember_scores, dtype=float)
-    nm, nh = m.size, h.size
-    if nm == 0 or nh == 0:
+    if m.size == 0 or h.size == 0:
         return np.full(max(permutations, 1), math.nan)
-    ranks = _st.rankdata(np.concatenate([m, h]))
+    pooled = np.concatenate([m, h])
+    layout = _layout(_strata(m.size, member_strata), _strata(h.size, nonmember_strata))
+    ranks = np.empty(pooled.size)
+    pairs = 0.0
+    for idx, nm in layout:
+        ranks[idx] = _st.rankdata(pooled[idx])
+        pairs += nm * (idx.size - nm)
+    offset = sum(nm * (nm + 1) / 2 for _, nm in layout)
     out = np.empty(max(permutations, 1))
     for i in range(out.size):
-        pick = rng.permutation(nm + nh)[:nm]
-        out[i] = (ranks[pick].sum() - nm * (nm + 1) / 2) / (nm * nh)
+        member = _draw_members(layout, pooled.size, rng)
+        out[i] = (ranks[member].sum() - offset) / pairs
     return out
 
 
 def tpr_permutation_null(member_scores: np.ndarray, nonmember_scores: np.ndarray,
                          fprs: tuple[float, ...], permutations: int,
-                         rng: np.random.Generator) -> dict[float, np.ndarray]:
-    """``tpr_at_fpr`` for each of ``fprs`` with the labels re-drawn at the same sizes (exact null
-    given the pooled scores). The scores are sorted once; each permutation is O(n): cumulative
-    counts of pseudo-members and pseudo-non-members along the descending order give the
-    threshold (the (k+1)-th highest non-member) and the members strictly above its tie group."""
+                         rng: np.random.Generator, member_strata: np.ndarray | None = None,
+                         nonmember_strata: np.ndarray | None = None) -> dict[float, np.ndarray]:
+    """``tpr_at_fpr`` for each of ``fprs`` with the labels re-drawn at the same sizes (within
+    each stratum): the exact null given the pooled scores. The scores are sorted once; each
+    permutation is O(n): cumulative counts of pseudo-members and pseudo-non-members along the
+    descending order give the threshold (the (k+1)-th highest non-member) and the members
+    strictly above its tie group."""
     m = np.asarray(member_scores, dtype=float)
     h = np.asarray(nonmember_scores, dtype=float)
     nm, nh = m.size, h.size
@@ -166,6 +197,7 @@ def tpr_permutation_null(member_scores: np.ndarray, nonmember_scores: np.ndarray
     if nm == 0 or nh == 0:
         return {f: np.full(count, math.nan) for f in fprs}
     pooled = np.concatenate([m, h])
+    layout = _layout(_strata(nm, member_strata), _strata(nh, nonmember_strata))
     order = np.argsort(-pooled, kind="stable")
     sv = pooled[order]
     n = sv.size
@@ -174,11 +206,8 @@ def tpr_permutation_null(member_scores: np.ndarray, nonmember_scores: np.ndarray
     group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
     ks = {f: int(math.floor(f * nh)) for f in fprs}
     out = {f: np.empty(count) for f in fprs}
-    rank_of = np.empty(n, dtype=np.int64)
-    rank_of[order] = np.arange(n)
     for i in range(count):
-        member = np.zeros(n, dtype=bool)
-        member[rank_of[rng.permutation(n)[:nm]]] = True
+        member = _draw_members(layout, n, rng)[order]
         mem_before = np.concatenate([[0], np.cumsum(member)])  # members strictly before i
         non_cum = np.cumsum(~member)
         for f, k in ks.items():
@@ -232,23 +261,49 @@ def roc_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
     return float((ranks[: m.size].sum() - m.size * (m.size + 1) / 2) / (m.size * h.size))
 
 
-def auc_ci_delong(
-    member_scores: np.ndarray, nonmember_scores: np.ndarray, confidence: float = 0.95
-) -> tuple[float, float, float]:
-    """AUC and its DeLong interval (exact variance of the Mann-Whitney statistic, O(n log n))."""
+def auc_delong(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> tuple[float, float]:
+    """Mann-Whitney AUC and DeLong's variance of it (exact variance estimate, O(n log n))."""
     m = np.asarray(member_scores, dtype=float)
     h = np.asarray(nonmember_scores, dtype=float)
     nm, nh = m.size, h.size
     if nm < 2 or nh < 2:
-        return (math.nan, math.nan, math.nan)
+        return (math.nan, math.nan)
     all_ranks = _st.rankdata(np.concatenate([m, h]))
     rm = _st.rankdata(m)
     rh = _st.rankdata(h)
     auc = (all_ranks[:nm].sum() - nm * (nm + 1) / 2) / (nm * nh)
     v10 = (all_ranks[:nm] - rm) / nh  # per member: share of non-members below
     v01 = 1 - (all_ranks[nm:] - rh) / nm  # per non-member: share of members above
-    var = v10.var(ddof=1) / nm + v01.var(ddof=1) / nh
-    half = _z(confidence) * math.sqrt(max(var, 0.0))
+    return (float(auc), float(v10.var(ddof=1) / nm + v01.var(ddof=1) / nh))
+
+
+def auc_ci_delong(
+    member_scores: np.ndarray, nonmember_scores: np.ndarray, confidence: float = 0.95,
+    member_strata: np.ndarray | None = None, nonmember_strata: np.ndarray | None = None,
+) -> tuple[float, float, float]:
+    """AUC and its DeLong interval.
+
+    With strata (members and non-members scored by stratum-specific rules, e.g. against
+    different reference sets) the AUC compares members and non-members *within* each stratum
+    only: the within-stratum Mann-Whitney counts summed over strata, over the number of
+    within-stratum pairs (a weighted mean of the strata's AUCs, weights n_m·n_h); its variance
+    is the weighted sum of the strata's DeLong variances (strata are disjoint rows)."""
+    m = np.asarray(member_scores, dtype=float)
+    h = np.asarray(nonmember_scores, dtype=float)
+    sm, sh = _strata(m.size, member_strata), _strata(h.size, nonmember_strata)
+    total_w, auc, var = 0.0, 0.0, 0.0
+    for g in np.unique(np.concatenate([sm, sh])):
+        a, v = auc_delong(m[sm == g], h[sh == g])
+        if not math.isfinite(a):
+            return (math.nan, math.nan, math.nan)
+        w = float(np.sum(sm == g)) * float(np.sum(sh == g))
+        total_w += w
+        auc += w * a
+        var += w * w * v
+    if total_w == 0:
+        return (math.nan, math.nan, math.nan)
+    auc /= total_w
+    half = _z(confidence) * math.sqrt(max(var, 0.0)) / total_w
     return (float(auc), max(0.0, float(auc - half)), min(1.0, float(auc + half)))
 
 
