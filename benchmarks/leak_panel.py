@@ -414,6 +414,12 @@ def _cell(runs: list[dict]) -> str:
     return "blocked:" + ",".join(sorted({c for r in caught for c in _codes(r)}))
 
 
+def _attack_pass(honest: list[dict]) -> str:
+    """Honest samples that no attack blocked (the utility floor aside), with Wilson 95%."""
+    k = sum(not _attack_blocked(s) for s in honest)
+    return "{}/{} ({:.2f}-{:.2f})".format(k, len(honest), *wilson(k, len(honest)))
+
+
 def _short(code: str) -> str:
     """A short name for a check (or a reason code, when no check failed)."""
     if code.startswith("mia_") and code.endswith("_auc"):
@@ -431,7 +437,7 @@ def print_table(results: list[dict]) -> None:
     honest pass rate with its 95% Wilson interval, what blocked honest samples, timings."""
     kinds = list(dict.fromkeys(k for r in results for k in r["leaks"]))
     head = ["table", "train/holdout/audited rows", *kinds, "honest pass (Wilson 95%)",
-            "honest blocked by", "release s", "audit s"]
+            "honest: attacks pass (Wilson 95%)", "honest blocked by", "release s", "audit s"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in results:
@@ -439,6 +445,7 @@ def print_table(results: list[dict]) -> None:
         cells = [r["table"], f"{r['train_rows']}/{r['holdout_rows']}/{r['audit_rows']}",
                  *(_cell(r["leaks"].get(k, [])) for k in kinds),
                  "{}/{} ({:.2f}-{:.2f})".format(hp["passed"], hp["n"], *hp["wilson95"]),
+                 _attack_pass(r["honest"]),
                  ",".join(sorted({c for s in r["honest"] if not s["passed"]
                                   for c in _codes(s)})) or "-",
                  f"{np.mean(r['release_s']):.0f}",
@@ -463,7 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generate-only", action="store_true",
                    help="train and cache the honest releases, audit nothing")
     p.add_argument("--json", type=Path, help="write every figure to this file")
+    p.add_argument("--from-json", type=Path, help="print the table of an earlier --json file")
     args = p.parse_args(argv)
+    if args.from_json:
+        print_table(json.loads(args.from_json.read_text())["results"])
+        return 0
     tables = list(TABLES) if args.tables == ["all"] else args.tables
     unknown = [t for t in tables if t not in TABLES]
     if unknown:

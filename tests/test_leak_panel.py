@@ -170,3 +170,19 @@ def test_one_column_value_leak_is_blocked_by_the_attacks(german):
     synthetic = lp.LEAKS["column_values"](honest, honest.samples[0], np.random.default_rng(3))
     _, summary = lp.gate(policy, honest.train, honest.holdout, synthetic, honest.schema, seed=7)
     assert summary["failed_checks"], "only the utility floor (or nothing) blocked the leak"
+
+
+@pytest.mark.slow
+def test_audit_inputs_stay_in_memory(german, tmp_path):
+    """``Release.audit_inputs`` (raw train and holdout rows, the audited draw) is never written:
+    every table in the bundle holds exactly the N̂ released rows, and no file names the field."""
+    release, _, honest = german
+    out = release.write(tmp_path / "bundle", audits_dir=None)
+    tables = [f for f in out.rglob("*") if f.suffix in {".csv", ".parquet"}]
+    for f in tables:
+        frame = pd.read_csv(f) if f.suffix == ".csv" else pd.read_parquet(f)
+        assert len(frame) == honest.n_public, f.name
+    for f in out.rglob("*"):
+        if f.is_file() and f.suffix in {".json", ".html"}:
+            assert "audit_inputs" not in f.read_text(errors="ignore"), f.name
+    assert "audit_inputs" not in repr(release)
