@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import io
 import json
 import math
 import os
+import re
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -78,7 +82,9 @@ def build_report(*, scope: dict, columns: dict, mechanism: dict, audit: AuditRes
         "audit_settings": audit.meta,
         "versions": versions,
     }
-    return _clean(report)
+    report = _clean(report)
+    report["regulatory"] = regulatory_sections(report)
+    return report
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -136,171 +142,470 @@ def _kv_table(data: dict | None) -> str:
     return "<table class='kv'>" + "".join(rows) + "</table>"
 
 
-def _svg(width: int, height: int, body: str, label: str) -> str:
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' role='img' aria-label='{_e(label)}' "
-            f"width='{width}' height='{height}' viewBox='0 0 {width} {height}'>"
-            f"<title>{_e(label)}</title>{body}</svg>")
+# --- figures: matplotlib (Agg), rendered to inline SVG --------------------------------------
+
+PASS_COLOR, FAIL_COLOR, INFO_COLOR = "#2e7d32", "#c62828", "#616161"
+REAL_COLOR, SYN_COLOR, TRIVIAL_COLOR, THRESHOLD_COLOR = "#455a64", "#ef6c00", "#8e24aa", "#1565c0"
+MAX_MARGINAL_LABELS = 24  # bars per categorical marginal before the rest is pooled
+INTERVAL_SENTENCE = (
+    "Each interval is a 95% confidence interval: were the audit repeated on fresh samples of the "
+    "same size, about 95 in 100 such intervals would contain the true value; the gate compares "
+    "the interval's upper end with the threshold. Copy and closeness rates are excesses (the rate "
+    "measured against the training rows minus the same rate against the holdout rows, people the "
+    "generator never saw), so chance alone makes them negative about half the time: a negative "
+    "estimate or lower end means no more copying of training rows than of strangers.")
 
 
-def _risk_bars(attacks: list[dict]) -> str:
-    gated = [a for a in attacks if a.get("gated") and a.get("threshold") is not None]
-    if not gated:
-        return "<p class='muted'>No gated risk was measured.</p>"
-    row_h, left, w = 26, 230, 360
-    h = row_h * len(gated) + 30
-    parts = []
-    for i, a in enumerate(gated):
-        # axis per row: from the baseline (the no-risk value: 0, or 0.5 for AUC and DCR share)
-        # to twice the threshold's distance from it
-        base = float(a.get("baseline") or 0.0)
-        base = base if base < float(a["threshold"]) else 0.0
-        thr = max(float(a["threshold"]) - base, 1e-9)
-        scale = max(thr * 2, 1e-9)
-        y = 20 + i * row_h
-        val = max(float(a.get("value") or 0) - base, 0)
-        hi = max(float(a.get("ci_high") or 0) - base, 0)
-        lo = max(float(a.get("ci_low") or 0) - base, 0)
-        color = "#2e7d32" if a.get("passed") else "#c62828"
-        parts.append(f"<text x='{left - 6}' y='{y + 13}' text-anchor='end' font-size='12'>"
-                     f"{_e(a['name'])}</text>")
-        parts.append(f"<rect x='{left}' y='{y + 3}' width='{w * min(val / scale, 1):.1f}' "
-                     f"height='14' fill='{color}' opacity='0.6'/>")
-        parts.append(f"<line x1='{left + w * min(lo / scale, 1):.1f}' y1='{y + 10}' "
-                     f"x2='{left + w * min(hi / scale, 1):.1f}' y2='{y + 10}' stroke='#000' "
-                     f"stroke-width='2'/>")
-        parts.append(f"<line x1='{left + w * thr / scale:.1f}' y1='{y}' "
-                     f"x2='{left + w * thr / scale:.1f}' y2='{y + 20}' stroke='#1565c0' "
-                     f"stroke-width='2' stroke-dasharray='3,2'/>")
-    parts.append(f"<text x='{left}' y='12' font-size='11' fill='#555'>bar: estimate; black: "
-                 f"95% interval; blue dashes: threshold (axis per row: baseline to 2x threshold)"
-                 f"</text>")
-    return _svg(left + w + 20, h, "".join(parts), "Risks against thresholds")
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _axes(x0: int, y0: int, w: int, h: int, xlabel: str, ylabel: str) -> str:
-    return (f"<line x1='{x0}' y1='{y0 + h}' x2='{x0 + w}' y2='{y0 + h}' stroke='#333'/>"
-            f"<line x1='{x0}' y1='{y0}' x2='{x0}' y2='{y0 + h}' stroke='#333'/>"
-            f"<text x='{x0 + w / 2}' y='{y0 + h + 28}' font-size='11' text-anchor='middle'>"
-            f"{_e(xlabel)}</text><text x='12' y='{y0 + h / 2}' font-size='11' "
-            f"transform='rotate(-90 12 {y0 + h / 2})' text-anchor='middle'>{_e(ylabel)}</text>")
+class _Figures:
+    """Numbers the figures in page order and renders each one to an inline SVG element."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}
+
+    def ref(self, fig_id: str, what: str = "Figure") -> str:
+        """A link to a figure, or a note that it is absent from this report."""
+        if fig_id in self.numbers:
+            return f"<a href='#{_e(fig_id)}'>{what} {self.numbers[fig_id]}</a>"
+        return "<span class='muted'>(no figure: not measured in this audit)</span>"
+
+    def figure(self, fig_id: str, fig: Any, label: str, caption: str,
+               max_width: int = 900) -> str:
+        """Render a matplotlib Figure as a numbered <figure> with an HTML caption (which wraps
+        and is never clipped)."""
+        number = self.numbers.setdefault(fig_id, len(self.numbers) + 1)
+        svg = _svg_text(fig, fig_id, label, max_width)
+        return (f"<figure id='{_e(fig_id)}'><div class='fig'>{svg}</div><figcaption>"
+                f"<b>Figure {number}.</b> {caption}</figcaption></figure>")
 
 
-def _roc(figures: dict) -> str:
-    roc = figures.get("roc") or {}
-    if not roc:
+def _new_figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _svg_text(fig: Any, fig_id: str, label: str, max_width: int) -> str:
+    """SVG markup for inline use: text kept as <text> (readable, searchable), no XML prolog,
+    no metadata, ids salted per figure so several figures on one page never clash, no
+    external namespace other than SVG's own, and a viewBox that scales to the page width."""
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
+    FigureCanvasSVG(fig)
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": fig_id,
+                                "font.family": "DejaVu Sans"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None,
+                                                 "Format": None, "Type": None})
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    text = text.replace("xlink:href=", "href=")
+    text = re.sub(r'\s+xmlns:xlink="[^"]*"', "", text)
+    head_end = text.index(">") + 1
+    head = re.sub(r'\s(width|height)="[^"]*"', "", text[:head_end])
+    head = head.replace("<svg", f"<svg role='img' aria-label='{_e(label)}' class='mpl' "
+                        f"style='max-width:{max_width}px'", 1)
+    return head + f"<title>{_e(label)}</title>" + text[head_end:]
+
+
+def _style_axes(ax: Any) -> None:
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, color="#e0e0e0", linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def _check_of(report: dict, name: str) -> dict:
+    for c in (report.get("decision") or {}).get("checks") or []:
+        if c.get("name") == name:
+            return c
+    return {}
+
+
+def _risk_rows(report: dict) -> list[dict]:
+    """Every risk with a finite estimate: gated ones first (in report order), then reported."""
+    rows = [a for a in report.get("attacks") or [] if _finite(a.get("value"))]
+    return [a for a in rows if a.get("gated")] + [a for a in rows if not a.get("gated")]
+
+
+def _verdict(a: dict) -> tuple[str, str, str]:
+    """(label, colour, marker) of one risk; the label says it in words, not colour alone."""
+    if not a.get("gated"):
+        return "REPORTED", INFO_COLOR, "s"
+    return ("PASS", PASS_COLOR, "o") if a.get("passed") else ("FAIL", FAIL_COLOR, "X")
+
+
+def _forest_figure(report: dict, figs: _Figures) -> str:
+    rows = _risk_rows(report)
+    if not rows:
+        return "<p class='muted'>No risk was measured.</p>"
+    from matplotlib.lines import Line2D
+
+    fig = _new_figure(8.4, 0.55 * len(rows) + 1.2)
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, a in zip(axes, rows, strict=True):
+        label, color, marker = _verdict(a)
+        v, lo, hi = a["value"], a.get("ci_low"), a.get("ci_high")
+        base, thr = a.get("baseline"), a.get("threshold")
+        # zero is on the axis unless the no-risk value is far from it (AUC, DCR share: 0.5)
+        zero = 0.0 if not (_finite(base) and base > 0.25) else None
+        xs = [x for x in (v, lo, hi, base, thr, zero) if _finite(x)]
+        span = (max(xs) - min(xs)) or 0.01
+        ax.set_xlim(min(xs) - 0.08 * span, max(xs) + 0.08 * span)
+        ax.set_ylim(-1, 1)
+        if _finite(lo) and _finite(hi):
+            ax.hlines(0, lo, hi, color=color, linewidth=2.4)
+        if _finite(base):
+            ax.plot(base, 0, marker="D", markersize=6, markerfacecolor="white",
+                    markeredgecolor="#212121", linestyle="none")
+        if _finite(thr):
+            ax.axvline(thr, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.4)
+        if zero is not None:
+            ax.axvline(0, color="#9e9e9e", linewidth=0.6)
+        ax.plot(v, 0, marker=marker, markersize=7, color=color, linestyle="none")
+        ax.set_yticks([])
+        ax.set_ylabel(a["name"], rotation=0, ha="right", va="center", fontsize=8)
+        _style_axes(ax)
+        ax.spines["left"].set_visible(False)
+        ax.grid(False, axis="y")
+        check = _check_of(report, a["name"])
+        upper = check.get("upper_bound", hi)
+        detail = (f"{label}: upper {_fmt(upper, 3)} vs {_fmt(thr, 3)}" if a.get("gated")
+                  else f"{label} (not gated)")
+        ax.text(1.01, 0.5, detail, transform=ax.transAxes, color=color, fontsize=8,
+                fontweight="bold", va="center")
+    axes[-1].set_xlabel("risk value (each row on its own scale; see the tick labels)",
+                        fontsize=9)
+    handles = [
+        Line2D([], [], marker="o", color=PASS_COLOR, linestyle="none", label="estimate, pass"),
+        Line2D([], [], marker="X", color=FAIL_COLOR, linestyle="none", label="estimate, fail"),
+        Line2D([], [], marker="s", color=INFO_COLOR, linestyle="none",
+               label="estimate, reported only"),
+        Line2D([], [], color="#424242", linewidth=2.4, label="95% interval"),
+        Line2D([], [], marker="D", markerfacecolor="white", markeredgecolor="#212121",
+               linestyle="none", label="baseline (no-risk value)"),
+        Line2D([], [], color=THRESHOLD_COLOR, linestyle="--", label="gate threshold"),
+    ]
+    fig.legend(handles=handles, loc="outside upper center", ncol=3, fontsize=8, frameon=False)
+    caption = ("Every measured risk: the estimate (marker), its 95% interval (line), the "
+               "baseline a generator that learned nothing would score (diamond; none where the "
+               "attack's null is built into the estimate, e.g. the MIA rows) and the gate's "
+               "threshold (dashed). The gate passes a risk when the upper end of its interval "
+               "(less any excess of the permutation null, see the checks) is at most the "
+               "threshold; the verdict is written beside each row. " + INTERVAL_SENTENCE)
+    return figs.figure("fig-risks", fig, "Risks with 95% intervals against gate thresholds",
+                       _e(caption))
+
+
+def _roc_figure(report: dict, figs: _Figures) -> str:
+    roc = (report.get("figures") or {}).get("roc") or {}
+    curves = {k: c for k, c in roc.items() if c.get("fpr") and c.get("tpr")}
+    if not curves:
         return "<p class='muted'>No membership-inference ROC (attack not run).</p>"
-    x0, y0, w, h = 45, 10, 260, 260
-    colors = ["#c62828", "#1565c0", "#6a1b9a"]
-    parts = [_axes(x0, y0, w, h, "false-positive rate", "true-positive rate"),
-             f"<line x1='{x0}' y1='{y0 + h}' x2='{x0 + w}' y2='{y0}' stroke='#999' "
-             f"stroke-dasharray='4,3'/>"]
-    for i, (kind, curve) in enumerate(sorted(roc.items())):
-        pts = " ".join(f"{x0 + w * float(f):.1f},{y0 + h - h * float(t):.1f}"
-                       for f, t in zip(curve.get("fpr", []), curve.get("tpr", []), strict=False))
-        c = colors[i % len(colors)]
-        parts.append(f"<polyline points='{pts}' fill='none' stroke='{c}' stroke-width='2'/>")
-        parts.append(f"<text x='{x0 + 10}' y='{y0 + 16 + 14 * i}' font-size='11' fill='{c}'>"
-                     f"{_e(kind)} attack, AUC {_fmt(curve.get('auc'), 3)}</text>")
-    return _svg(x0 + w + 20, y0 + h + 40, "".join(parts), "Membership inference ROC curve")
+    import numpy as np
+
+    fig = _new_figure(8.4, 3.8)
+    lin, log = fig.subplots(1, 2)
+    for kind, curve in sorted(curves.items()):
+        fpr = np.asarray(curve["fpr"], float)
+        tpr = np.asarray(curve["tpr"], float)
+        name = f"{kind.replace('_', ' ')} attack (AUC {_fmt(curve.get('auc'), 3)})"
+        lin.plot(fpr, tpr, linewidth=1.8, label=name)
+        keep = fpr > 0
+        log.plot(fpr[keep], tpr[keep], linewidth=1.8, label=name)
+    grid = np.logspace(-3, 0, 50)
+    lin.plot([0, 1], [0, 1], color="#9e9e9e", linestyle="--", label="chance (AUC 0.5)")
+    log.plot(grid, grid, color="#9e9e9e", linestyle="--", label="chance")
+    for ax in (lin, log):
+        ax.set_xlabel("false-positive rate (non-members flagged)", fontsize=9)
+        ax.set_ylabel("true-positive rate (members found)", fontsize=9)
+        _style_axes(ax)
+    lin.set_xlim(0, 1)
+    lin.set_ylim(0, 1)
+    lin.set_title("linear axes", fontsize=9)
+    log.set_xscale("log")
+    log.set_yscale("log")
+    log.set_xlim(1e-3, 1)
+    log.set_ylim(1e-3, 1)
+    log.axvline(0.01, color=THRESHOLD_COLOR, linestyle=":", linewidth=1)
+    log.set_title("log axes (low false-positive rates; dotted: 1%)", fontsize=9)
+    lin.legend(fontsize=7, loc="lower right")
+    caption = ("Receiver operating characteristic of each membership-inference attack: how many "
+               "training rows (members) it flags against how many holdout rows (non-members) it "
+               "flags at every score cut-off. A curve on the dashed diagonal means the attacker "
+               "cannot tell members from strangers; the right panel enlarges the low "
+               "false-positive region where the gated TPR at 1% FPR is read. Backs the "
+               "mia_* rows of the risk plot.")
+    return figs.figure("fig-roc", fig, "Membership inference ROC curves", _e(caption))
 
 
-def _dcr_hist(figures: dict) -> str:
-    hist = figures.get("dcr_histogram")
-    if not hist:
+def _dcr_figure(report: dict, figs: _Figures) -> str:
+    hist = (report.get("figures") or {}).get("dcr_histogram")
+    if not hist or not hist.get("edges"):
         return "<p class='muted'>No DCR histogram (attack not run).</p>"
-    edges, a, b = hist["edges"], hist["train"], hist["holdout"]
-    x0, y0, w, h = 45, 20, 420, 180
-    top = max(max(a, default=0), max(b, default=0), 1)
-    bw = w / max(len(a), 1)
-    parts = [_axes(x0, y0, w, h, "distance to the closest real row", "synthetic rows")]
-    for i, (ca, cb) in enumerate(zip(a, b, strict=False)):
-        x = x0 + i * bw
-        parts.append(f"<rect x='{x:.1f}' y='{y0 + h - h * ca / top:.1f}' width='{bw / 2:.1f}' "
-                     f"height='{h * ca / top:.1f}' fill='#c62828' opacity='0.7'/>")
-        parts.append(f"<rect x='{x + bw / 2:.1f}' y='{y0 + h - h * cb / top:.1f}' "
-                     f"width='{bw / 2:.1f}' height='{h * cb / top:.1f}' fill='#1565c0' "
-                     f"opacity='0.7'/>")
-    parts.append(f"<text x='{x0 + 5}' y='12' font-size='11'><tspan fill='#c62828'>■ to train"
-                 f"</tspan> <tspan fill='#1565c0'>■ to holdout</tspan> (range 0–"
-                 f"{_fmt(edges[-1] if edges else None, 3)})</text>")
-    return _svg(x0 + w + 20, y0 + h + 40, "".join(parts), "DCR histogram train vs holdout")
+    edges, train, hold = hist["edges"], hist["train"], hist["holdout"]
+    fig = _new_figure(8.4, 3.4)
+    ax = fig.subplots()
+    ax.stairs(train, edges, color=FAIL_COLOR, linewidth=1.6, fill=False,
+              label=f"distance to the closest training row ({sum(train)} synthetic rows)")
+    ax.stairs(hold, edges, color=THRESHOLD_COLOR, linewidth=1.6, linestyle="--", fill=False,
+              label=f"distance to the closest holdout row ({sum(hold)} synthetic rows)")
+    ax.set_xlabel("distance from a synthetic row to its closest real row (scaled units)",
+                  fontsize=9)
+    ax.set_ylabel("synthetic rows", fontsize=9)
+    ax.set_xlim(edges[0], edges[-1])
+    _style_axes(ax)
+    ax.legend(fontsize=8, loc="upper right")
+    caption = ("Distance to closest record (DCR): for each synthetic row, the distance to the "
+               "nearest training row (solid) and, separately, to the nearest holdout row "
+               "(dashed), over the same bins. If the generator memorised its training rows, "
+               "the solid curve would pile up near zero above the dashed one; overlapping "
+               "curves mean synthetic rows are no closer to the people trained on than to "
+               "strangers. Backs dcr_share and near_copy_rate.")
+    return figs.figure("fig-dcr", fig, "DCR histogram, train vs holdout", _e(caption))
 
 
-def _marginal_svg(name: str, m: dict) -> str:
-    real, syn = m.get("real", []), m.get("synthetic", [])
-    n = max(len(real), 1)
-    x0, y0, w, h = 30, 18, 220, 90
-    top = max(max(real, default=0), max(syn, default=0), 1e-9)
-    bw = w / n
-    parts = [f"<text x='{x0}' y='12' font-size='11' font-weight='bold'>{_e(name)} "
-             f"(TVD {_fmt(m.get('tvd'), 3)})</text>",
-             f"<line x1='{x0}' y1='{y0 + h}' x2='{x0 + w}' y2='{y0 + h}' stroke='#333'/>"]
-    labels = m.get("labels")
-    for i, (r, s) in enumerate(zip(real, syn, strict=False)):
-        x = x0 + i * bw
-        tip = _e(labels[i]) if labels and i < len(labels) else f"bin {i + 1}"
-        parts.append(f"<rect x='{x:.1f}' y='{y0 + h - h * r / top:.1f}' width='{bw / 2:.1f}' "
-                     f"height='{h * r / top:.1f}' fill='#555'><title>{tip}: real "
-                     f"{_fmt(r, 3)}</title></rect>")
-        parts.append(f"<rect x='{x + bw / 2:.1f}' y='{y0 + h - h * s / top:.1f}' "
-                     f"width='{bw / 2:.1f}' height='{h * s / top:.1f}' fill='#ef6c00'>"
-                     f"<title>{tip}: synthetic {_fmt(s, 3)}</title></rect>")
-    return _svg(x0 + w + 10, y0 + h + 8, "".join(parts), f"Marginal of {name}")
+def _column_schemas(report: dict) -> dict[str, dict]:
+    cols = report.get("columns") or {}
+    if isinstance(cols.get("schema"), dict):
+        return {k: v for k, v in cols["schema"].items() if isinstance(v, dict)}
+    return {k: v for k, v in cols.items() if isinstance(v, dict)}
 
 
-def _marginals(figures: dict) -> str:
-    ms = figures.get("marginals") or {}
+def _public_bounds(info: dict | None) -> bool:
+    return bool(info) and info.get("bounds_source") in _SOURCES
+
+
+def _edge(x: float) -> str:
+    """A public bin edge for a tick label: thousands separated, no exponent below 1e9."""
+    return f"{x:,.0f}" if abs(x) >= 1000 and abs(x) < 1e9 else f"{x:.4g}"
+
+
+def _bin_labels(name: str, m: dict, info: dict | None) -> list[str]:
+    """Labels of a numeric marginal's bins: the public bounds' bins, or bin numbers when the
+    bounds are not public (so no value read from real rows is ever printed)."""
+    edges = m.get("edges") or []
+    k = max(len(edges) - 1, 0)
+    if not _public_bounds(info):
+        out = [f"bin {i + 1}" for i in range(k)]
+    elif (info or {}).get("kind") == "datetime":
+        out = [f"{_date(edges[i])[:7]}–{_date(edges[i + 1])[:7]}" for i in range(k)]
+    else:
+        out = [f"{_edge(edges[i])}–{_edge(edges[i + 1])}" for i in range(k)]
+    return out + ["(missing)"] * (len(m.get("real") or []) - k)
+
+
+def _marginal_labels(name: str, m: dict, info: dict | None) -> list[str]:
+    if m.get("kind") == "numeric" or "edges" in m:
+        return _bin_labels(name, m, info)
+    labels = [str(x) for x in m.get("labels") or []]
+    return labels + [f"category {i + 1}" for i in range(len(labels), len(m.get("real") or []))]
+
+
+def _pooled(labels: list[str], real: list, syn: list) -> tuple[list[str], list, list]:
+    if len(labels) <= MAX_MARGINAL_LABELS:
+        return labels, real, syn
+    order = sorted(range(len(labels)), key=lambda i: -max(real[i], syn[i]))
+    keep = sorted(order[:MAX_MARGINAL_LABELS - 1])
+    rest = [i for i in range(len(labels)) if i not in keep]
+    return ([labels[i] for i in keep] + [f"({len(rest)} more, pooled)"],
+            [real[i] for i in keep] + [sum(real[i] for i in rest)],
+            [syn[i] for i in keep] + [sum(syn[i] for i in rest)])
+
+
+def _marginal_figure(name: str, m: dict, info: dict | None, figs: _Figures) -> str:
+    import numpy as np
+
+    real, syn = list(m.get("real") or []), list(m.get("synthetic") or [])
+    labels = _marginal_labels(name, m, info)[:len(real)]
+    labels, real, syn = _pooled(labels, real, syn)
+    y = np.arange(len(labels))
+    fig = _new_figure(4.2, 0.17 * len(labels) + 1.1)
+    ax = fig.subplots()
+    ax.barh(y - 0.2, real, height=0.4, color=REAL_COLOR, label="real (training rows)")
+    ax.barh(y + 0.2, syn, height=0.4, color=SYN_COLOR, label="synthetic")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of rows", fontsize=8)
+    ax.set_title(f"{name} (TVD {_fmt(m.get('tvd'), 3)})", fontsize=9)
+    _style_axes(ax)
+    ax.legend(fontsize=7, loc="lower right")
+    fid = f"fig-marginal-{re.sub(r'[^A-Za-z0-9_-]', '_', name)}"
+    return ("<div class='small'>" + _svg_text(fig, fid, f"Marginal of {name}", 420) + "</div>")
+
+
+def _marginals_block(report: dict, figs: _Figures) -> str:
+    ms = (report.get("figures") or {}).get("marginals") or {}
     if not ms:
         return "<p class='muted'>No marginals.</p>"
+    schemas = _column_schemas(report)
     items = list(ms.items())[:60]
-    return ("<p class='muted'>Grey: real (training rows); orange: synthetic. Shares per public "
-            "category or per bin over the public bounds; the last bar of a numeric column is the "
-            "missing share. Non-public categories are pooled into “(other)”.</p>"
-            "<div class='grid'>" + "".join(_marginal_svg(n, m) for n, m in items) + "</div>")
+    number = figs.numbers.setdefault("fig-marginals", len(figs.numbers) + 1)
+    grid = "".join(_marginal_figure(n, m, schemas.get(n), figs) for n, m in items)
+    caption = ("Share of rows per category (labels only from the public domain; others pooled "
+               "into “(other)”) or per bin over the column's public bounds (bins are numbered, "
+               "not labelled, where the bounds are not public), real training rows against the "
+               "synthetic table. TVD is the total variation distance: half the sum of the "
+               "absolute differences of the shares, 0 identical, 1 disjoint.")
+    return (f"<figure id='fig-marginals'><div class='grid'>{grid}</div><figcaption><b>Figure "
+            f"{number}.</b> {_e(caption)}</figcaption></figure>")
 
 
-def _heatmap(figures: dict) -> str:
-    ad = figures.get("association_difference")
+def _fidelity_figure(report: dict, figs: _Figures) -> str:
+    util = report.get("utility") or {}
+    train_tvd = util.get("marginal_tvd") or {}
+    floor_cols = ((util.get("floor") or {}).get("columns")) or {}
+    names = list(dict.fromkeys([*train_tvd, *floor_cols]))
+    if not names:
+        return "<p class='muted'>No per-column fidelity measured.</p>"
+    import numpy as np
+
+    y = np.arange(len(names))
+    fig = _new_figure(8.4, 0.28 * len(names) + 1.3)
+    ax = fig.subplots()
+    tv = [train_tvd.get(n, np.nan) for n in names]
+    hv = [(floor_cols.get(n) or {}).get("tvd", np.nan) for n in names]
+    triv = [(floor_cols.get(n) or {}).get("trivial_tvd", np.nan) for n in names]
+    ax.barh(y - 0.2, tv, height=0.4, color=REAL_COLOR, label="TVD to the real training rows")
+    if floor_cols:
+        ax.barh(y + 0.2, hv, height=0.4, color=SYN_COLOR, label="TVD to the real holdout rows")
+        ax.plot(triv, y, marker="|", markersize=14, markeredgewidth=2.5, color=TRIVIAL_COLOR,
+                linestyle="none", label="best trivial generator (learned nothing)")
+        for i, n in enumerate(names):
+            if (floor_cols.get(n) or {}).get("noise_level"):
+                ax.text(1.0, i, " noise-level", color=FAIL_COLOR, fontsize=7, va="center")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel("total variation distance of the column's distribution to the real one "
+                  "(0 identical, 1 disjoint; lower is better)", fontsize=9)
+    _style_axes(ax)
+    fig.legend(fontsize=8, loc="outside upper center", ncol=3, frameon=False)
+    caption = ("Marginal fidelity per column: the synthetic column's distance to the real "
+               "training rows and to the real holdout rows, beside the distance the best "
+               "generator that learned nothing (uniform, a constant, all missing) reaches on the "
+               "holdout. A bar well left of its trivial mark is real signal; the utility floor "
+               "blocks a release whose columns sit at the trivial level (marked noise-level).")
+    return figs.figure("fig-fidelity", fig, "Marginal fidelity per column", _e(caption))
+
+
+_TSTR_METRICS = {"accuracy": ("accuracy", "majority_share", "always predict the majority class"),
+                 "roc_auc": ("ROC AUC", None, "random scores (0.5)"),
+                 "r2": ("R²", None, "predict the mean (0)")}
+
+
+def _tstr_rows(tstr: dict) -> list[dict]:
+    """One row per metric, the same metric for the real and the synthetic model."""
+    real, syn = tstr.get("real") or {}, tstr.get("synthetic") or {}
+    metrics = [k for k in _TSTR_METRICS if k in real or k in syn]
+    metrics += [k for k in [*real, *syn] if k not in metrics and _finite((real | syn).get(k))]
+    rows = []
+    for key in dict.fromkeys(metrics):
+        label, base_key, base_text = _TSTR_METRICS.get(key, (key, None, "—"))
+        base = (tstr.get(base_key) if base_key else
+                0.5 if key == "roc_auc" else 0.0 if key == "r2" else None)
+        rows.append({"metric": key, "label": label, "real": real.get(key),
+                     "real_ci": real.get(f"{key}_ci"), "synthetic": syn.get(key),
+                     "synthetic_ci": syn.get(f"{key}_ci"), "baseline": base,
+                     "baseline_text": base_text,
+                     "synthetic_note": syn.get("note") or ("not computed for the synthetic "
+                                                            "model" if key not in syn else None)})
+    return rows
+
+
+def _tstr_figure(report: dict, figs: _Figures) -> str:
+    util = report.get("utility") or {}
+    tstr = util.get("tstr") or {}
+    rows = [r for r in _tstr_rows(tstr) if _finite(r["real"]) or _finite(r["synthetic"])]
+    if not rows:
+        return "<p class='muted'>No train-on-synthetic test (no target column).</p>"
+    import numpy as np
+
+    fig = _new_figure(7.0, 0.7 * len(rows) + 1.3)
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    for i, r in enumerate(rows):
+        for off, key, color, lab in ((-0.2, "real", REAL_COLOR, "trained on real training rows"),
+                                     (0.2, "synthetic", SYN_COLOR, "trained on synthetic rows")):
+            v = r[key]
+            if _finite(v):
+                ci = r.get(f"{key}_ci")
+                err = (np.array([[v - ci[0]], [ci[1] - v]]) if isinstance(ci, list)
+                       and len(ci) == 2 and all(_finite(c) for c in ci) else None)
+                seen = ax.get_legend_handles_labels()[1]
+                ax.barh(i + off, v, height=0.38, color=color, xerr=err, capsize=3,
+                        label=None if lab in seen else lab)
+                ax.text(v, i + off, f" {v:.3f}", va="center", fontsize=7)
+            else:
+                ax.text(0.01, i + off, f"{key}: not computed", va="center", fontsize=7,
+                        color=FAIL_COLOR)
+        if _finite(r["baseline"]):
+            ax.plot([r["baseline"]] * 2, [i - 0.45, i + 0.45], color=TRIVIAL_COLOR,
+                    linestyle="--", linewidth=1.6,
+                    label=None if "trivial baseline" in ax.get_legend_handles_labels()[1]
+                    else "trivial baseline")
+    floor = (util.get("floor") or {}).get("tstr") or {}
+    if floor.get("metric") in [r["metric"] for r in rows] and _finite(floor.get("baseline")):
+        i = [r["metric"] for r in rows].index(floor["metric"])
+        ax.plot([floor["baseline"]] * 2, [i - 0.45, i + 0.45], color=THRESHOLD_COLOR,
+                linestyle=":", linewidth=2, label="utility floor (gated)")
+    ax.set_yticks(y, [r["label"] for r in rows], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel(f"score on the real holdout ({tstr.get('test_rows', '?')} rows), higher is "
+                  "better", fontsize=9)
+    _style_axes(ax)
+    fig.legend(fontsize=7, loc="outside upper center", ncol=2, frameon=False)
+    caption = (f"Train on synthetic, test on real (TSTR): the same model "
+               f"({tstr.get('model', 'a classifier')}) predicts “{tstr.get('target', '?')}” "
+               "once trained on the real training rows and once on the synthetic table, both "
+               "scored on the same real holdout with the same metric. The dashed mark is what a "
+               "model that learned nothing scores; error bars are 95% intervals (DeLong) where "
+               "computed.")
+    return figs.figure("fig-tstr", fig, "Train on synthetic, test on real", _e(caption),
+                       max_width=760)
+
+
+def _heatmap_figure(report: dict, figs: _Figures) -> str:
+    ad = (report.get("figures") or {}).get("association_difference")
     if not ad or not ad.get("columns"):
         return "<p class='muted'>No association matrix.</p>"
-    cols, mat = ad["columns"][:40], ad["matrix"]
-    cell, left, top = 16, 150, 150
+    import numpy as np
+
+    cols = list(ad["columns"])[:40]
     k = len(cols)
-    parts = []
-    for i, c in enumerate(cols):
-        parts.append(f"<text x='{left - 4}' y='{top + i * cell + 12}' font-size='10' "
-                     f"text-anchor='end'>{_e(c)}</text>")
-        parts.append(f"<text x='{left + i * cell + 11}' y='{top - 4}' font-size='10' "
-                     f"transform='rotate(-60 {left + i * cell + 11} {top - 4})'>{_e(c)}</text>")
+    mat = np.zeros((k, k))
+    for i in range(k):
         for j in range(k):
-            v = float(mat[i][j]) if i < len(mat) and j < len(mat[i]) else 0.0
-            shade = int(255 - min(v, 0.5) / 0.5 * 200)
-            parts.append(f"<rect x='{left + j * cell}' y='{top + i * cell}' width='{cell}' "
-                         f"height='{cell}' fill='rgb(255,{shade},{shade})' stroke='#eee'>"
-                         f"<title>{_e(c)} × {_e(cols[j])}: {v:.3f}</title></rect>")
-    parts.append(f"<text x='{left}' y='{top + k * cell + 16}' font-size='10'>white 0 → red "
-                 f"≥ 0.5 absolute difference in association</text>")
-    return _svg(left + k * cell + 20, top + k * cell + 24, "".join(parts),
-                "Association difference heatmap")
-
-
-def _attack_table(attacks: list[dict]) -> str:
-    head = ("<tr><th>risk</th><th>attack</th><th>estimate</th><th>95% interval</th>"
-            "<th>baseline</th><th>threshold (on upper bound)</th><th>result</th></tr>")
-    rows = []
-    for a in attacks:
-        if a.get("gated"):
-            res = ("<span class='ok'>pass</span>" if a.get("passed")
-                   else "<span class='bad'>fail</span>")
-            thr = f"{_e(a.get('threshold_key'))} = {_fmt(a.get('threshold'))}"
-        else:
-            res, thr = "<span class='muted'>reported</span>", "—"
-        rows.append(
-            f"<tr><td>{_e(a['name'])}</td><td>{_e(a.get('attack'))}</td>"
-            f"<td>{_fmt(a.get('value'))}</td><td>[{_fmt(a.get('ci_low'))}, "
-            f"{_fmt(a.get('ci_high'))}]</td><td>{_fmt(a.get('baseline'))}</td><td>{thr}</td>"
-            f"<td>{res}</td></tr>")
-    return "<table class='grid-table'>" + head + "".join(rows) + "</table>"
+            try:
+                mat[i, j] = float(ad["matrix"][i][j])
+            except (IndexError, TypeError, ValueError):
+                mat[i, j] = np.nan
+    size = min(2.5 + 0.28 * k, 11)
+    fig = _new_figure(size + 1.2, size)
+    ax = fig.subplots()
+    mesh = ax.pcolormesh(mat, cmap="Reds", vmin=0, vmax=0.5, edgecolors="#f5f5f5",
+                         linewidth=0.4)
+    ax.set_xticks(np.arange(k) + 0.5, cols, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(np.arange(k) + 0.5, cols, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_aspect("equal")
+    bar = fig.colorbar(mesh, ax=ax, shrink=0.8, extend="max")
+    bar.set_label("|association real − association synthetic|", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    caption = ("Absolute difference, per pair of columns, between the association measured on "
+               "the real training rows and on the synthetic table (|Pearson| for two numeric "
+               "columns, Cramér's V for two categorical ones, the correlation ratio for a mixed "
+               "pair). White: the pair relates in the synthetic data as in the real data; "
+               "red: the relation is lost or invented (0.5 or more is the darkest shade).")
+    return figs.figure("fig-assoc", fig, "Association difference heatmap", _e(caption),
+                       max_width=760)
 
 
 def _details(attacks: list[dict]) -> str:
@@ -318,43 +623,6 @@ def _not_applicable(items: list[dict]) -> str:
                    for n in items)
     return ("<h3>Not applicable (neither a pass nor a failure)</h3><table class='grid-table'>"
             "<tr><th>attack</th><th>reason</th></tr>" + rows + "</table>")
-
-
-def _utility_floor(floor: dict) -> str:
-    if not isinstance(floor, dict):
-        return ""
-    verdict = ("<span class='ok'>pass</span>" if floor.get("passed")
-               else "<span class='bad'>fail</span>")
-    if not floor.get("enabled", True):
-        verdict = "<span class='muted'>disabled by the policy</span>"
-    rows = "".join(
-        f"<tr><td>{_e(name)}</td><td>{_fmt(c.get('tvd'))}</td><td>{_fmt(c.get('trivial_tvd'))}"
-        f" ({_e(c.get('trivial'))})</td><td>"
-        + ("<span class='bad'>noise-level</span>" if c.get("noise_level") else
-           "ok" if c.get("judged") else "<span class='muted'>not judged</span>")
-        + "</td></tr>"
-        for name, c in (floor.get("columns") or {}).items())
-    parts = [f"<h3>Utility floor (gated): {verdict}</h3><p>{_e(floor.get('rule'))}</p>",
-             "<table class='grid-table'><tr><th>column</th><th>TVD to real holdout</th>"
-             "<th>best trivial generator</th><th>verdict</th></tr>" + rows + "</table>"]
-    if floor.get("tstr"):
-        parts.append(_kv_table(floor["tstr"]))
-    return "".join(parts)
-
-
-def _utility(util: dict) -> str:
-    if not util:
-        return "<p class='muted'>No utility evidence.</p>"
-    flat = {k: v for k, v in util.items() if k not in ("marginal_tvd", "tstr", "floor")}
-    parts = [_utility_floor(util.get("floor")), _kv_table(flat)]
-    tstr = util.get("tstr")
-    if tstr:
-        parts.append("<h3>Train on synthetic, test on real (TSTR)</h3>")
-        parts.append(_kv_table(tstr))
-    if util.get("marginal_tvd"):
-        parts.append("<h3>Total variation distance per column</h3>")
-        parts.append(_kv_table(util["marginal_tvd"]))
-    return "".join(parts)
 
 
 # --- privacy mechanism and columns: readable tables ------------------------------------------
@@ -561,17 +829,568 @@ def _columns(columns: dict | None) -> str:
     return note + table + (_kv_table(extra) if extra else "")
 
 
+# --- regulator sections: filled from the report's own data --------------------------------
+
+TO_FILL = "TO BE COMPLETED BY THE EXPERT / PRIVACY OFFICER"
+_WP29 = {  # attack -> WP29 criterion it gives evidence on (Opinion 05/2014)
+    "singling_out": "singling_out", "unique_qi": "singling_out", "exact_copy": "singling_out",
+    "dcr": "singling_out", "linkability": "linkability", "inference": "inference",
+    "mia": "inference", "targeted_mia": "inference", "targeted": "inference",
+}
+_WP29_TEXT = {
+    "singling_out": ("Singling out", "can one person's record be isolated in the released "
+                     "table? Evidence: anonymeter's singling-out attack, copies of rows unique "
+                     "on the quasi-identifiers, exact and near copies of training rows."),
+    "linkability": ("Linkability", "can records about the same person be linked across "
+                    "datasets? Evidence: anonymeter's linkability attack joining two "
+                    "auxiliary column sets through the synthetic table."),
+    "inference": ("Inference", "can an attribute of a person (a secret column, or the fact of "
+                  "being in the training data) be deduced with significant probability? "
+                  "Evidence: anonymeter's attribute inference and the membership-inference "
+                  "attacks."),
+}
+_SAFE_HARBOR_HINTS = [  # (name pattern, Safe Harbor identifier class) for kept-column warnings
+    (r"name", "(A) names"), (r"street|address|city|county|zip|postcode|postal", "(B) geography"),
+    (r"birth|dob|date|admission|discharge|death", "(C) dates"), (r"phone|mobile", "(D) phone"),
+    (r"fax", "(E) fax"), (r"e-?mail", "(F) e-mail"), (r"ssn|social", "(G) SSN"),
+    (r"mrn|record_?n", "(H) medical record number"), (r"plan|insur", "(I) health plan number"),
+    (r"account|card|iban", "(J) account number"), (r"licen[cs]e|certif", "(K) licence"),
+    (r"vehicle|plate|vin\b", "(L) vehicle"), (r"device|serial|imei", "(M) device"),
+    (r"url|web", "(N) URL"), (r"\bip\b|ip_?addr", "(O) IP address"),
+    (r"finger|biometric|voice", "(P) biometric"), (r"photo|face|image", "(Q) photograph"),
+    (r"notes|comment|free_?text", "(R) free text / other identifier"),
+]
+_PROTECTED = re.compile(r"(^|_)(sex|gender|race|ethnic\w*|age|birth\w*|religion|disab\w*|"
+                        r"nationality|native_country|country_of_birth|origin)($|_)", re.I)
+
+
+def _actions(report: dict) -> dict[str, str]:
+    cols = report.get("columns") or {}
+    if isinstance(cols.get("actions"), dict):
+        return {k: str(v) for k, v in cols["actions"].items()}
+    return {k: str(v.get("action", v.get("rule", "kept"))) for k, v in cols.items()
+            if isinstance(v, dict)}
+
+
+def _safe_harbor(report: dict) -> list[dict]:
+    rows = []
+    for name, action in _actions(report).items():
+        hint = next((label for pat, label in _SAFE_HARBOR_HINTS
+                     if re.search(pat, name, re.I)), None)
+        if action.startswith("dropped"):
+            handling, status = "removed before the generator saw the data", "removed"
+        elif action.startswith("replaced"):
+            handling = ("replaced by fresh random codes not derived from the identifier "
+                        "(45 CFR 164.514(c)); never modelled")
+            status = "removed"
+        elif action.startswith("generalized"):
+            handling, status = f"{action}: only the coarsened value is modelled", "generalized"
+        else:
+            handling = "kept: the policy treats it as none of the 18 identifiers"
+            status = "check" if hint else "kept"
+        rows.append({"column": name, "action": action, "handling": handling, "status": status,
+                     "identifier_hint": hint})
+    return rows
+
+
+def _risk_summary(a: dict) -> dict:
+    return {"name": a.get("name"), "attack": a.get("attack"), "value": a.get("value"),
+            "ci_low": a.get("ci_low"), "ci_high": a.get("ci_high"),
+            "threshold": a.get("threshold"), "gated": bool(a.get("gated")),
+            "passed": a.get("passed")}
+
+
+def _wp29(report: dict) -> dict:
+    out: dict[str, dict] = {}
+    na = report.get("not_applicable") or []
+    for key, (title, question) in _WP29_TEXT.items():
+        risks = [_risk_summary(a) for a in report.get("attacks") or []
+                 if _WP29.get(str(a.get("attack")).split(":")[0]) == key
+                 or (key == "inference" and str(a.get("name", "")).startswith("targeted"))]
+        gated = [r for r in risks if r["gated"]]
+        failed = [f for f in report.get("failures") or [] if _WP29.get(f.get("attack")) == key]
+        if failed or any(r["passed"] is False for r in gated):
+            verdict = "risk above threshold or attack failed: blocks the release"
+        elif gated:
+            verdict = "every gated risk below its threshold"
+        elif risks:
+            verdict = "measured, not gated"
+        else:
+            verdict = "not measured in this audit"
+        out[key] = {"criterion": title, "question": question, "verdict": verdict,
+                    "risks": risks,
+                    "not_applicable": [n.get("reason") for n in na
+                                       if _WP29.get(str(n.get("attack"))) == key],
+                    "evidence": ["fig-risks", "tab-attacks"]
+                    + (["fig-roc"] if key == "inference" else [])
+                    + (["fig-dcr"] if key == "singling_out" else [])}
+    return out
+
+
+def _hazards(report: dict) -> list[dict]:
+    mech = report.get("mechanism") or {}
+    rand = mech.get("randomness") if isinstance(mech.get("randomness"), dict) else {}
+    charges = [c for c in mech.get("charges") or [] if isinstance(c, dict)]
+    dec = report.get("decision") or {}
+    out = []
+    counts = str(rand.get("counts", ""))
+    out.append({"hazard": "secure noise for counts and histograms",
+                "status": "checked" if "exact" in counts or "discrete" in counts
+                else "not recorded", "evidence": counts or "no record in the manifest"})
+    sgd = [c for c in charges if c.get("mechanism") == "dp_sgd"]
+    if sgd:
+        secure = all((c.get("params") or {}).get("secure_mode") for c in sgd)
+        out.append({"hazard": "floating-point attacks on Gaussian noise (DP-SGD)",
+                    "status": "checked" if secure else "open: secure_mode off",
+                    "evidence": str(rand.get("dp_sgd", "secure_mode "
+                                             f"{'on' if secure else 'off'} in the charges"))})
+    seed_mode = mech.get("seed_mode") or (report.get("scope") or {}).get("seed_mode")
+    out.append({"hazard": "seeded (reproducible) noise",
+                "status": "development run: no DP claim" if dec.get("development_run")
+                else "checked" if seed_mode == "os-entropy" else "not recorded",
+                "evidence": f"seed mode {seed_mode or 'unknown'}; "
+                            + str(rand.get("post_processing", ""))})
+    schemas = _column_schemas(report)
+    leaky = [n for n, i in schemas.items()
+             if (i.get("bounds") and i.get("bounds_source") not in _SOURCES)
+             or (i.get("domain") and i.get("domain_source") not in _SOURCES)]
+    out.append({"hazard": "bounds and categories read from the data without DP",
+                "status": "checked" if not leaky else f"open: {len(leaky)} column(s)",
+                "evidence": ("every bound and category is declared by the policy or found by a "
+                             "DP mechanism (see the columns table)") if not leaky else
+                            "columns with facts read from real rows: " + ", ".join(leaky)})
+    if any(c.get("mechanism") == "noisy_count" for c in charges):
+        out.append({"hazard": "the row count", "status": "checked",
+                    "evidence": "the training-row count N̂ is released through a DP count"})
+    if mech.get("accountant") or any((c.get("params") or {}).get("accountant") for c in sgd):
+        acct = mech.get("accountant") or (sgd[0].get("params") or {}).get("accountant")
+        out.append({"hazard": "privacy accounting", "status": "checked",
+                    "evidence": f"{str(acct).upper()} accountant; privsynth verify recomputes "
+                                "ε from the recorded charges"})
+    return out
+
+
+def _nist(report: dict) -> dict:
+    mech = report.get("mechanism") or {}
+    charges = [c for c in mech.get("charges") or [] if isinstance(c, dict)]
+    algos = list(dict.fromkeys(_MECHANISMS.get(str(c.get("mechanism")), str(c.get("mechanism")))
+                               for c in charges))
+    return {
+        "unit_of_privacy": mech.get("unit"),
+        "epsilon": mech.get("epsilon"), "delta": mech.get("delta"),
+        "claim": mech.get("claim"),
+        "neighbouring_relation": mech.get("neighbouring_relation"),
+        "composition": mech.get("composition"),
+        "dataset_epsilon_spent_after": mech.get("dataset_epsilon_spent_after",
+                                                mech.get("cumulative_epsilon")),
+        "algorithm": algos,
+        "implementation_hazards": _hazards(report),
+        "trust_model": ("central (trusted curator): the data controller runs privsynth on the "
+                        "raw rows in its own environment; only the synthetic table, which is "
+                        "DP post-processing, leaves; this report stays with the controller"),
+        "not_covered_by_epsilon": mech.get("not_covered_by_epsilon"),
+        "evidence": ["stages", "charges", "columns"],
+    }
+
+
+def _protected(report: dict) -> tuple[list[str], str]:
+    settings = report.get("audit_settings") or {}
+    named = settings.get("protected_attributes")
+    if isinstance(named, list) and named:
+        return [str(x) for x in named], "policy"
+    qis: list[str] = []
+    for a in report.get("attacks") or []:
+        qis += [str(q) for q in (a.get("details") or {}).get("quasi_identifiers") or []]
+    qis = list(dict.fromkeys(qis))
+    picked = [q for q in qis if _PROTECTED.search(q)]
+    if picked:
+        return picked, "quasi_identifiers"
+    return [], "not_configured"
+
+
+def _representativeness(report: dict) -> dict:
+    attrs, source = _protected(report)
+    ms = (report.get("figures") or {}).get("marginals") or {}
+    schemas = _column_schemas(report)
+    groups_util = (report.get("utility") or {}).get("groups") or {}
+    out = []
+    for name in attrs:
+        m = ms.get(name)
+        if not m:
+            out.append({"attribute": name, "groups": [], "note": "no marginal in this audit"})
+            continue
+        labels = _marginal_labels(name, m, schemas.get(name))
+        groups = []
+        for lab, r, s in zip(labels, m.get("real") or [], m.get("synthetic") or [],
+                             strict=False):
+            groups.append({"group": lab, "real_share": r, "synthetic_share": s,
+                           "ratio": (s / r) if r else None})
+        out.append({"attribute": name, "tvd": m.get("tvd"), "groups": groups,
+                    "per_group_utility": groups_util.get(name)})
+    return {"source": source, "attributes": out,
+            "note": {"policy": "protected attributes named by the audit settings",
+                     "quasi_identifiers": "no protected attributes are configured; these are "
+                     "the audit's quasi-identifiers whose names look like sex, race, age, "
+                     "ethnicity or national origin",
+                     "not_configured": "not configured: the policy names no protected "
+                     "attribute and no quasi-identifier looks like one"}[source]}
+
+
+def regulatory_sections(report: dict) -> dict:
+    """The four sections reviewers ask for, filled from the report's own data (JSON-safe).
+    Fields the data cannot know are ``None`` with ``"fill": "officer"``."""
+    checks = (report.get("decision") or {}).get("checks") or []
+    mech = report.get("mechanism") or {}
+    dec = report.get("decision") or {}
+    thresholds = {c.get("threshold_key"): c.get("threshold") for c in checks}
+    worksheet = {
+        "recipient": {"value": None, "fill": "officer"},
+        "reasonably_available_information": {
+            "value": None, "fill": "officer",
+            "assumed_by_the_audit": (report.get("threat_model") or {}).get("adversary")},
+        "method": {"value": (f"differentially private synthetic data, {mech.get('claim') or ''}"
+                             f" (unit: {mech.get('unit') or '—'}), then an audit gate of "
+                             f"{len(report.get('attacks_requested') or [])} attack families: "
+                             + ", ".join(report.get("attacks_requested") or [])),
+                   "evidence": ["stages", "charges"]},
+        "results": {"value": (f"gate decision {dec.get('decision', '—')}; "
+                              f"{sum(1 for c in checks if c.get('passed'))} of {len(checks)} "
+                              "gated risks at or below threshold"),
+                    "evidence": ["fig-risks", "tab-attacks"]},
+        "threshold": {"value": thresholds, "evidence": ["tab-attacks"]},
+        "expiry": {"value": None, "fill": "officer",
+                   "hint": "a date or event (new auxiliary data, a further release of the same "
+                           "population) after which the determination is reviewed"},
+    }
+    return _clean({
+        "hipaa": {"safe_harbor": _safe_harbor(report), "expert_determination": worksheet},
+        "gdpr_wp29": _wp29(report),
+        "nist_sp_800_226": _nist(report),
+        "representativeness": _representativeness(report),
+    })
+
+
+# --- HTML of the regulator sections ------------------------------------------------------
+
+_TABLE_NAMES = {"tab-attacks": "Table: attacks", "stages": "Table: ε and δ per stage",
+                "charges": "Table: DP charges", "columns": "Table: columns and rules",
+                "tab-tstr": "Table: TSTR", "tab-floor": "Table: utility floor"}
+
+
+def _refs(ids: list[str], figs: _Figures) -> str:
+    out = []
+    for i in ids:
+        if i.startswith("fig-"):
+            if i in figs.numbers:
+                out.append(figs.ref(i))
+        else:
+            out.append(f"<a href='#{_e(i)}'>{_e(_TABLE_NAMES.get(i, i))}</a>")
+    return "<span class='evidence'>Evidence: " + ", ".join(out) + "</span>" if out else ""
+
+
+def _fill(field: dict) -> str:
+    if field.get("fill") == "officer" and field.get("value") in (None, ""):
+        hint = field.get("hint") or field.get("assumed_by_the_audit")
+        which = "Assumed by the audit" if "assumed_by_the_audit" in field else "Hint"
+        extra = f"<div class='muted'>{which}: {_e(hint)}</div>" if hint else ""
+        return f"<span class='tofill'>{TO_FILL}</span>{extra}"
+    value = field.get("value")
+    if isinstance(value, dict):
+        value = "; ".join(f"{k} ≤ {_fmt(v)}" for k, v in value.items())
+    return _e(value)
+
+
+def _hipaa_html(reg: dict, figs: _Figures) -> str:
+    rows = []
+    for r in reg["safe_harbor"]:
+        status = {"removed": "<span class='ok'>removed</span>",
+                  "generalized": "<span class='ok'>generalized</span>",
+                  "check": "<span class='bad'>CHECK: kept, name suggests "
+                           f"{_e(r.get('identifier_hint'))}</span>",
+                  "kept": "kept"}[r["status"]]
+        rows.append(f"<tr><th>{_e(r['column'])}</th><td>{_action_cell(r['action'])}</td>"
+                    f"<td>{_e(r['handling'])}</td><td>{status}</td></tr>")
+    checks = sum(1 for r in reg["safe_harbor"] if r["status"] == "check")
+    ed = reg["expert_determination"]
+    labels = {"recipient": "Recipient", "reasonably_available_information":
+              "Reasonably available information (what the recipient could link with)",
+              "method": "Method", "results": "Results", "threshold": "Threshold (gate)",
+              "expiry": "Expiry / review date"}
+    ws = "".join(f"<tr><th>{_e(labels[k])}</th><td>{_fill(v)} "
+                 f"{_refs(v.get('evidence') or [], figs)}</td></tr>" for k, v in ed.items())
+    return (
+        "<h3>Safe Harbor (45 CFR 164.514(b)(2)): identifier handling per column</h3>"
+        f"<p>From the policy's column actions ({_refs(['columns'], figs)}). "
+        + (f"<b class='bad'>{checks} kept column(s) have a name that suggests a Safe Harbor "
+           "identifier: confirm they are not one.</b>" if checks else
+           "No kept column has a name that suggests one of the 18 identifiers.")
+        + " Safe Harbor also requires that the covered entity has no actual knowledge that the "
+        "rest could identify a person; the attacks below are evidence for that, not proof.</p>"
+        "<div class='wrap'><table class='grid-table' id='safe-harbor'><tr><th>column</th>"
+        "<th>action</th><th>handling</th><th>status</th></tr>" + "".join(rows) + "</table></div>"
+        "<h3>Expert Determination worksheet (45 CFR 164.514(b)(1))</h3>"
+        "<p class='muted'>Filled from this audit where the data can know; the fields marked "
+        f"“{TO_FILL}” are for the expert, who signs the determination, not for privsynth.</p>"
+        f"<div class='wrap'><table class='kv' id='expert-determination'>{ws}</table></div>")
+
+
+def _risk_line(r: dict) -> str:
+    if r["gated"]:
+        verdict = ("<span class='ok'>PASS</span>" if r["passed"]
+                   else "<span class='bad'>FAIL</span>")
+    else:
+        verdict = "<span class='muted'>reported</span>"
+    return (f"<li><code>{_e(r['name'])}</code>: {_fmt(r['value'], 3)} "
+            f"[{_fmt(r['ci_low'], 3)}, {_fmt(r['ci_high'], 3)}]"
+            + (f", threshold {_fmt(r['threshold'], 3)}" if r["gated"] else "")
+            + f" {verdict}</li>")
+
+
+def _wp29_html(reg: dict, figs: _Figures) -> str:
+    parts = ["<p>The three criteria of the Article 29 Working Party's Opinion 05/2014 on "
+             "anonymisation techniques (the EDPB's reference for GDPR Recital 26), each with the "
+             "measured evidence. Intervals are 95%; the gate reads their upper ends.</p>"]
+    for key, c in reg.items():
+        cls = ("bad" if c["verdict"].startswith("risk") else "ok"
+               if c["verdict"].startswith("every") else "muted")
+        items = "".join(_risk_line(r) for r in c["risks"]) or "<li class='muted'>none</li>"
+        na = "".join(f"<li class='muted'>not applicable: {_e(n)}</li>"
+                     for n in c["not_applicable"])
+        parts.append(f"<div class='criterion' id='wp29-{_e(key)}'><h3>{_e(c['criterion'])}: "
+                     f"<span class='{cls}'>{_e(c['verdict'])}</span></h3><p>{_e(c['question'])}"
+                     f"</p><ul>{items}{na}</ul>{_refs(c['evidence'], figs)}</div>")
+    return "".join(parts)
+
+
+def _nist_html(reg: dict, figs: _Figures) -> str:
+    hz = "".join(
+        f"<tr><td>{_e(h['hazard'])}</td><td class='{'ok' if h['status'] == 'checked' else 'bad'}'>"
+        f"{_e(h['status'])}</td><td>{_e(h['evidence'])}</td></tr>"
+        for h in reg["implementation_hazards"])
+    eps = (f"ε = {_num(reg.get('epsilon'))}, δ = {_num(reg.get('delta'))}"
+           if reg.get("epsilon") is not None else "no DP claim recorded")
+    fields = [
+        ("Unit of privacy", _e(reg.get("unit_of_privacy") or "—")),
+        ("ε / δ of this release", _e(eps)
+         + (f" <span class='muted'>({_e(reg['claim'])})</span>" if reg.get("claim") else "")),
+        ("ε spent on this population, all releases",
+         _num(reg.get("dataset_epsilon_spent_after"))),
+        ("Neighbouring relation", _e(reg.get("neighbouring_relation") or "—")),
+        ("Composition", _e(reg.get("composition") or "—")),
+        ("Algorithm", _e(", ".join(reg.get("algorithm") or []) or "—")),
+        ("Trust model", _e(reg.get("trust_model"))),
+        ("Not covered by ε", _e("; ".join(map(str, reg.get("not_covered_by_epsilon") or []))
+                                or "—")),
+    ]
+    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in fields)
+    return (f"<p>The fields NIST SP 800-226 (Guidelines for Evaluating Differential Privacy "
+            f"Guarantees) asks a DP deployment to state. {_refs(reg['evidence'], figs)}</p>"
+            f"<div class='wrap'><table class='kv' id='nist-fields'>{rows}</table></div>"
+            "<h3>Implementation hazards checked</h3><div class='wrap'><table class='grid-table' "
+            "id='nist-hazards'><tr><th>hazard</th><th>status</th><th>evidence</th></tr>"
+            f"{hz}</table></div>")
+
+
+def _groups_figure(rep: dict, figs: _Figures) -> str:
+    attrs = [a for a in rep["attributes"] if a.get("groups")]
+    if not attrs:
+        return ""
+    import numpy as np
+
+    heights = [0.2 * min(len(a["groups"]), MAX_MARGINAL_LABELS) + 0.9 for a in attrs]
+    fig = _new_figure(8.4, sum(heights) + 0.6)
+    axes = fig.subplots(len(attrs), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, a in zip(axes, attrs, strict=True):
+        labels, real, syn = _pooled([g["group"] for g in a["groups"]],
+                                    [g["real_share"] or 0 for g in a["groups"]],
+                                    [g["synthetic_share"] or 0 for g in a["groups"]])
+        y = np.arange(len(labels))
+        ax.barh(y - 0.2, real, height=0.4, color=REAL_COLOR, label="real (training rows)")
+        ax.barh(y + 0.2, syn, height=0.4, color=SYN_COLOR, label="synthetic")
+        ax.set_yticks(y, labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(f"{a['attribute']} (TVD {_fmt(a.get('tvd'), 3)})", fontsize=9)
+        ax.set_xlabel("share of rows in the group", fontsize=8)
+        _style_axes(ax)
+        ax.legend(fontsize=7, loc="lower right")
+    caption = ("Representation of each group of the protected attributes: the share of rows in "
+               "the group among the real training rows and in the synthetic table. A group "
+               "whose synthetic share is far below its real share is under-represented, and "
+               "models trained on the synthetic table will see too few of its members.")
+    return figs.figure("fig-groups", fig, "Group shares of the protected attributes",
+                       _e(caption))
+
+
+def _representativeness_html(rep: dict, figs: _Figures) -> str:
+    if rep["source"] == "not_configured":
+        return (f"<p class='tofill' id='representativeness-status'>Not configured.</p><p>"
+                f"{_e(rep['note'])}. Name the attributes to examine (EU AI Act Art. 10(2)(f): "
+                "examination of possible biases) in the audit settings of the policy.</p>")
+    fig = _groups_figure(rep, figs)
+    tables = []
+    for a in rep["attributes"]:
+        rows = "".join(
+            f"<tr><td>{_e(g['group'])}</td><td class='num'>{_fmt(g['real_share'], 3)}</td>"
+            f"<td class='num'>{_fmt(g['synthetic_share'], 3)}</td>"
+            f"<td class='num {'bad' if g['ratio'] is not None and g['ratio'] < 0.8 else ''}'>"
+            f"{_fmt(g['ratio'], 3)}</td></tr>" for g in a["groups"])
+        util = a.get("per_group_utility")
+        util_html = (_kv_table(util) if isinstance(util, dict) else
+                     "<p class='muted'>Utility per group (TSTR scored within each group) is not "
+                     "computed by this audit version; only the group shares are shown.</p>")
+        tables.append(f"<h3>{_e(a['attribute'])}</h3><div class='wrap'><table class='grid-table'>"
+                      "<tr><th>group</th><th>real share</th><th>synthetic share</th>"
+                      "<th>ratio synthetic / real (below 0.8 in red)</th></tr>"
+                      f"{rows}</table></div>{util_html}")
+    return (f"<p id='representativeness-status'><b>Attributes examined:</b> "
+            f"{_e(', '.join(a['attribute'] for a in rep['attributes']))} "
+            f"<span class='muted'>({_e(rep['note'])})</span>. For the bias examination of EU AI "
+            "Act Art. 10(2)(f) and (5). Backed by "
+            f"{figs.ref('fig-groups') if 'fig-groups' in figs.numbers or fig else ''}.</p>"
+            + fig + "".join(tables))
+
+
+# --- utility tables -------------------------------------------------------------------------
+
+def _tstr_table(tstr: dict) -> str:
+    rows = _tstr_rows(tstr)
+    if not rows:
+        return ""
+
+    def cell(v: Any, ci: Any, note: Any) -> str:
+        if not _finite(v):
+            return (f"<span class='bad'>not computed</span> "
+                    f"<span class='muted'>{_e(note or '')}</span>")
+        extra = (f" <span class='muted'>[{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]</span>"
+                 if isinstance(ci, list) and len(ci) == 2 else "")
+        return f"{v:.4f}{extra}"
+
+    body = "".join(
+        f"<tr><th>{_e(r['label'])}</th><td>{cell(r['real'], r['real_ci'], None)}</td>"
+        f"<td>{cell(r['synthetic'], r['synthetic_ci'], r['synthetic_note'])}</td>"
+        f"<td>{_fmt(r['baseline'], 4)} <span class='muted'>({_e(r['baseline_text'])})</span>"
+        "</td></tr>" for r in rows)
+    return ("<div class='wrap'><table class='grid-table' id='tab-tstr'><tr><th>metric</th>"
+            "<th>trained on real</th><th>trained on synthetic</th><th>trivial baseline</th></tr>"
+            f"{body}</table></div><p class='muted'>Target “{_e(tstr.get('target'))}”, "
+            f"{_e(tstr.get('test_rows'))} real holdout rows, model {_e(tstr.get('model'))}. "
+            "Bracketed: 95% interval.</p>")
+
+
+def _utility_floor(floor: Any) -> str:
+    if not isinstance(floor, dict):
+        return ""
+    verdict = ("<span class='ok'>PASS</span>" if floor.get("passed")
+               else "<span class='bad'>FAIL</span>")
+    if not floor.get("enabled", True):
+        verdict = "<span class='muted'>disabled by the policy</span>"
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td class='num'>{_fmt(c.get('tvd'))}</td>"
+        f"<td class='num'>{_fmt(c.get('trivial_tvd'))}</td><td>{_e(c.get('trivial'))}</td><td>"
+        + ("<span class='bad'>noise-level</span>" if c.get("noise_level") else
+           "ok" if c.get("judged") else "<span class='muted'>not judged</span>")
+        + "</td></tr>"
+        for name, c in (floor.get("columns") or {}).items())
+    t = floor.get("tstr") or {}
+    tstr = ""
+    if t:
+        tstr = (f"<p><b>TSTR floor</b> ({_e(t.get('metric'))}): synthetic model "
+                f"{_fmt(t.get('value'))}"
+                + (f", 95% interval lower end {_fmt(t.get('ci_low'))} (must exceed 0.5)"
+                   if "ci_low" in t else "")
+                + f", floor {_fmt(t.get('baseline'))}: "
+                + ("<span class='ok'>PASS</span>" if t.get("passed")
+                   else "<span class='bad'>FAIL</span>")
+                + (f" <span class='muted'>{_e(t.get('note'))}</span>" if t.get("note") else "")
+                + "</p>")
+    return (f"<h3>Utility floor (gated): {verdict}</h3><p>{_e(floor.get('rule'))}</p>{tstr}"
+            "<div class='wrap'><table class='grid-table' id='tab-floor'><tr><th>column</th>"
+            "<th>TVD to real holdout</th><th>TVD of the best trivial generator</th>"
+            "<th>trivial generator</th><th>verdict</th></tr>" + rows + "</table></div>")
+
+
+def _utility(report: dict, figs: _Figures) -> str:
+    util = report.get("utility") or {}
+    if not util:
+        return "<p class='muted'>No utility evidence.</p>"
+    flat = {k: v for k, v in util.items()
+            if k not in ("marginal_tvd", "tstr", "floor", "groups")}
+    parts = [_utility_floor(util.get("floor")), _kv_table(flat)]
+    if util.get("tstr"):
+        parts.append("<h3>Train on synthetic, test on real (TSTR)</h3>")
+        parts.append(_tstr_figure(report, figs))
+        parts.append(_tstr_table(util["tstr"]))
+    parts.append("<h3>Marginal fidelity per column</h3>" + _fidelity_figure(report, figs))
+    return "".join(parts)
+
+
+# --- PDF export -----------------------------------------------------------------------------
+
+class ChromiumNotFoundError(RuntimeError):
+    """Headless Chromium is needed for the PDF export and is not installed."""
+
+
+def find_chromium() -> str | None:
+    """The path of a Chromium or Chrome executable, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def export_pdf(html_path: Path | str, pdf_path: Path | str, *, chromium: str | None = None,
+               timeout_s: float = 180) -> Path:
+    """Print the report page to PDF with headless Chromium (for filing). The page has no
+    scripts and no external assets, so Chromium runs offline with a throwaway profile and
+    without its sandbox (which containers often lack). Raises ChromiumNotFoundError when no
+    Chromium is installed, RuntimeError when printing fails."""
+    html_path, pdf_path = Path(html_path).resolve(), Path(pdf_path).resolve()
+    if not html_path.is_file():
+        raise FileNotFoundError(f"no report page at {html_path}")
+    exe = chromium or find_chromium()
+    if exe is None:
+        raise ChromiumNotFoundError(
+            "the PDF export needs headless Chromium: install it (apt-get install chromium) or "
+            "open report.html in a browser and print it to PDF")
+    pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        tmp = Path(profile) / "out.pdf"
+        cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", f"--user-data-dir={profile}/p",
+               "--no-pdf-header-footer", "--print-to-pdf-no-header",
+               f"--print-to-pdf={tmp}", html_path.as_uri()]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                             env={**os.environ, "HOME": profile})
+        if res.returncode != 0 or not tmp.is_file() or tmp.read_bytes()[:5] != b"%PDF-":
+            raise RuntimeError(f"Chromium could not print {html_path.name} to PDF "
+                               f"(exit {res.returncode}): {res.stderr[-1500:]}")
+        shutil.move(str(tmp), pdf_path)
+    return pdf_path
+
+
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;max-width:1100px;
-color:#222}
-h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
+max-width:1100px;padding:0 16px;color:#222;line-height:1.4}
+h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+h3{font-size:15px;margin-top:20px}
 .notice{background:#fff3e0;border:2px solid #ef6c00;padding:10px 14px;font-weight:600}
 .decision{font-size:20px;padding:12px 16px;color:#fff;font-weight:700;margin:12px 0}
 .decision.pass{background:#2e7d32}.decision.blocked{background:#c62828}
+.howto{background:#f3f6fa;border-left:4px solid #1565c0;padding:8px 14px;margin:12px 0}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;
 font-size:13px;text-align:left;vertical-align:top}code{font-size:12px;word-break:break-all}
+.wrap{overflow-x:auto;max-width:100%}
 .ok{color:#2e7d32;font-weight:700}.bad{color:#c62828;font-weight:700}.muted{color:#666}
-.grid{display:flex;flex-wrap:wrap;gap:8px}
+.tofill{background:#fff8c4;border:1px dashed #b59f00;padding:0 4px;font-weight:700;color:#5d4a00}
+.evidence{display:inline-block;font-size:12px;color:#1565c0;margin-top:4px}
+figure{margin:12px 0 20px;break-inside:avoid;page-break-inside:avoid}
+figcaption{font-size:13px;color:#333;max-width:900px;margin-top:4px}
+svg.mpl{width:100%;height:auto;display:block}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:10px}
+.small{min-width:0}
+.criterion{border:1px solid #e0e0e0;padding:4px 12px;margin:8px 0}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.total th,tr.total td{border-top:2px solid #999;font-weight:700}
 caption{caption-side:top;text-align:left;font-size:12px;color:#555;padding:2px 0}
@@ -579,11 +1398,45 @@ caption{caption-side:top;text-align:left;font-size:12px;color:#555;padding:2px 0
 border-radius:3px}.cats{font-size:12px;color:#333;margin-top:2px;max-width:520px}
 .act{white-space:nowrap}.act.drop{color:#c62828}.act.gen{color:#1565c0}.act.pseudo{color:#6a1b9a}
 #columns tbody tr:nth-child(even),#charges tbody tr:nth-child(even){background:#fafafa}
+nav.toc ol{columns:2;font-size:13px}
+@media (max-width:640px){body{margin:8px auto;padding:0 8px}nav.toc ol{columns:1}
+.decision{font-size:16px}td,th{font-size:12px;padding:2px 4px}}
+@media print{body{max-width:none;margin:0}.notice{break-after:avoid}h2,h3{break-after:avoid}
+.wrap{overflow:visible}a{color:inherit;text-decoration:none}}
 """
 
 
+def _attack_table(attacks: list[dict]) -> str:
+    head = ("<tr><th>risk</th><th>attack</th><th>estimate</th><th>95% interval</th>"
+            "<th>baseline</th><th>threshold (on upper bound)</th><th>result</th></tr>")
+    rows = []
+    for a in attacks:
+        if a.get("gated"):
+            res = ("<span class='ok'>PASS</span>" if a.get("passed")
+                   else "<span class='bad'>FAIL</span>")
+            thr = f"{_e(a.get('threshold_key'))} = {_fmt(a.get('threshold'))}"
+        else:
+            res, thr = "<span class='muted'>reported</span>", "—"
+        rows.append(
+            f"<tr><td>{_e(a['name'])}</td><td>{_e(a.get('attack'))}</td>"
+            f"<td class='num'>{_fmt(a.get('value'))}</td><td class='num'>[{_fmt(a.get('ci_low'))}, "
+            f"{_fmt(a.get('ci_high'))}]</td><td class='num'>{_fmt(a.get('baseline'))}</td>"
+            f"<td>{thr}</td><td>{res}</td></tr>")
+    return ("<div class='wrap'><table class='grid-table' id='tab-attacks'>" + head
+            + "".join(rows) + "</table></div>")
+
+
+_TOC = [("decision", "Decision and reasons"), ("how-to-read", "How to read the intervals"),
+        ("sec-mechanism", "Privacy mechanism"), ("sec-columns", "Columns and rules"),
+        ("sec-attacks", "Attacks and risks"), ("sec-utility", "Utility"),
+        ("sec-hipaa", "HIPAA"), ("sec-gdpr", "GDPR / WP29"),
+        ("sec-nist", "NIST SP 800-226"), ("sec-representativeness", "Representativeness"),
+        ("sec-settings", "Audit settings and versions")]
+
+
 def render_html(report: dict) -> str:
-    """The self-contained HTML page for one report."""
+    """The self-contained HTML page for one report: inline CSS and inline SVG figures drawn
+    with matplotlib, no scripts, no external assets."""
     dec = report.get("decision", {})
     passed = bool(dec.get("passed"))
     verdict = "RELEASE PASSED the audit gate" if passed else "RELEASE BLOCKED by the audit gate"
@@ -597,7 +1450,17 @@ def render_html(report: dict) -> str:
                      f"<tr><td>{_e(f['attack'])}</td><td>{_e(f['reason_code'])}</td>"
                      f"<td>{_e(f['message'])}</td></tr>" for f in failures) + "</table>"
                  if failures else "<p>None: every requested attack ran.</p>")
-    figs = report.get("figures") or {}
+    figs = _Figures()
+    attacks = report.get("attacks", [])
+    risks = _forest_figure(report, figs)
+    roc = _roc_figure(report, figs)
+    dcr = _dcr_figure(report, figs)
+    utility = _utility(report, figs)
+    marginals = _marginals_block(report, figs)
+    heatmap = _heatmap_figure(report, figs)
+    reg = regulatory_sections(report)
+    representativeness = _representativeness_html(reg["representativeness"], figs)
+    toc = "".join(f"<li><a href='#{i}'>{_e(t)}</a></li>" for i, t in _TOC)
     body = f"""
 <h1>privsynth audit report</h1>
 <p class="notice" id="notice">{_e(report.get("notice", NOTICE))}</p>
@@ -605,28 +1468,37 @@ def render_html(report: dict) -> str:
  data-passed="{str(passed).lower()}">{_e(verdict)}</div>
 <p><b>Which evidence decided:</b> {_e(dec.get("evidence", ""))}</p>
 <h2>Reasons</h2><ul id="reasons">{reasons}</ul>
+<nav class="toc"><b>Contents</b><ol>{toc}</ol></nav>
+<div class="howto" id="how-to-read"><b>How to read the numbers.</b> {_e(INTERVAL_SENTENCE)}
+A baseline is what a generator that learned nothing from these people would score; a threshold
+is the policy's limit for the interval's upper end.</div>
 <h2>Scope</h2>{_kv_table(report.get("scope"))}
 <p class="muted">Generated {_e(report.get("generated_at"))}; report format version
 {_e(report.get("report_version"))}.</p>
-<h2>Privacy mechanism</h2>{_mechanism(report.get("mechanism"))}
+<h2 id="sec-mechanism">Privacy mechanism</h2>{_mechanism(report.get("mechanism"))}
 <p>DP claim present: <b>{_fmt(dec.get("dp_claim"))}</b>; required by the policy:
 <b>{_fmt(dec.get("require_dp_claim"))}</b>.</p>
-<h2>Columns and rules</h2>{_columns(report.get("columns"))}
+<h2 id="sec-columns">Columns and rules</h2>{_columns(report.get("columns"))}
 <h2>Threat model</h2>{_kv_table(report.get("threat_model"))}
-<h2>Attacks</h2>
+<h2 id="sec-attacks">Attacks</h2>
 <p>The gate compares the upper end of each risk's 95% interval with its threshold. Attack
 metrics are computed on raw data and are not covered by epsilon.</p>
-{_attack_table(report.get("attacks", []))}
+{_attack_table(attacks)}
 {_not_applicable(report.get("not_applicable") or [])}
-<h3>Risks against thresholds</h3>{_risk_bars(report.get("attacks", []))}
-<h3>Membership inference ROC</h3>{_roc(figs)}
-<h3>Distance to closest record: train vs holdout</h3>{_dcr_hist(figs)}
-<h3>Attack details</h3>{_details(report.get("attacks", []))}
+<h3>Risks against thresholds</h3>{risks}
+<h3>Membership inference ROC</h3>{roc}
+<h3>Distance to closest record: train vs holdout</h3>{dcr}
+<h3>Attack details</h3>{_details(attacks)}
 <h2>Failures</h2>{fail_html}
-<h2>Utility (the floor is gated; the rest is reported)</h2>{_utility(report.get("utility") or {})}
-<h3>Marginals, real vs synthetic</h3>{_marginals(figs)}
-<h3>Association difference |real − synthetic|</h3>{_heatmap(figs)}
-<h2>Audit settings</h2>{_kv_table(report.get("audit_settings"))}
+<h2 id="sec-utility">Utility (the floor is gated; the rest is reported)</h2>{utility}
+<h3>Marginals, real vs synthetic</h3>{marginals}
+<h3>Association difference |real − synthetic|</h3>{heatmap}
+<h2 id="sec-hipaa">HIPAA</h2>{_hipaa_html(reg["hipaa"], figs)}
+<h2 id="sec-gdpr">GDPR: the WP29 criteria</h2>{_wp29_html(reg["gdpr_wp29"], figs)}
+<h2 id="sec-nist">NIST SP 800-226</h2>{_nist_html(reg["nist_sp_800_226"], figs)}
+<h2 id="sec-representativeness">Representativeness per protected attribute</h2>
+{representativeness}
+<h2 id="sec-settings">Audit settings</h2>{_kv_table(report.get("audit_settings"))}
 <h2>Versions and hashes</h2>{_kv_table(report.get("versions"))}
 """
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
