@@ -8,6 +8,10 @@ Public API::
     policy = load_policy("policies/patients.yaml")        # dataset.id: patients
     release = synthesize("patients.csv", policy, ledger=".privsynth/ledger.sqlite")
     release.decision, release.write("releases/v1")
+
+    model = Synthesizer(policy, ledger=".privsynth/ledger.sqlite").fit(train)  # spends ε
+    model.sample(1000)                                     # free post-processing
+    model.release("releases/v2", holdout=holdout)          # audit, gate, signed bundle
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "PrivacyError",
     "PrivsynthError",
     "Release",
+    "Synthesizer",
     "load_policy",
     "parse_policy",
     "synthesize",
@@ -53,6 +58,10 @@ def __getattr__(name: str):
         from privsynth import pipeline  # noqa: PLC0415
 
         return getattr(pipeline, name)
+    if name == "Synthesizer":
+        from privsynth.synthesizer import Synthesizer  # noqa: PLC0415
+
+        return Synthesizer
     if name == "Ledger":
         from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
 

@@ -5,6 +5,9 @@ reservation → read cells → identifier scan → per-cell preparation → near
 overlapping populations too) → split → DP row count N̂ → DP encoding → DP-SGD → sample N̂ rows →
 decode → audit → gate → Release.
 
+The stages are composed by :class:`privsynth.synthesizer.Synthesizer` (``fit`` / ``sample`` /
+``audit`` / ``release``); :func:`synthesize` is that class's one-call path.
+
 Nothing before the reservation depends on a cell value, so a run that fails after it has paid
 for what it read; and no message after it carries a count or a value.
 """
@@ -23,24 +26,27 @@ import pandas as pd
 import torch
 
 from privsynth.audit.runner import AuditResult, run_audit
-from privsynth.audit.stats import audit_sample_rows
 from privsynth.data.schema import TableSchema
-from privsynth.data.split import train_holdout_split
-from privsynth.data.table import prepare_table, read_table, to_model_space
-from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder, encoding_budget
+from privsynth.data.table import read_table
+from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder
 from privsynth.errors import DataError, LedgerError, PreflightRefused
-from privsynth.gate import GateDecision, decide
+from privsynth.gate import GateDecision
 from privsynth.generators.dp_sgd import DPSGDConfig, resolve_device
 from privsynth.generators.registry import make_generator
-from privsynth.policy.identifiers import check_identifiers, kind_by_name, pseudonymize
+from privsynth.policy.identifiers import kind_by_name, pseudonymize
 from privsynth.policy.model import Policy
 from privsynth.preflight import preflight, refusals
-from privsynth.privacy.accounting import check_delta
 from privsynth.privacy.events import PrivacySpend
 from privsynth.privacy.ledger import Ledger, Reservation, default_ledger_location
 from privsynth.privacy.mechanisms import noisy_count
 from privsynth.privacy.rng import RandomSource
-from privsynth.release.manifest import build_manifest, build_run_record
+
+# Stage functions the Synthesizer looks up here at call time, so the tests and the mutation panel
+# that patch them on this module (``run_audit``, ``read_table``, ``noisy_count``,
+# ``make_generator``, ``_fit``, ``dp_row_count``) reach both paths.
+__all__ = ["AuditInputs", "Release", "check_header", "check_preflight", "dp_claim",
+           "dp_row_count", "make_generator", "noisy_count", "read_table", "run_audit",
+           "synthesize"]
 
 log = logging.getLogger("privsynth")
 ProgressFn = Callable[[int, int], None]  # (step, total steps); never a loss (not DP)
@@ -65,6 +71,8 @@ class Release:
     ``synthetic`` stays in memory for the data controller; :meth:`write` puts it in the shareable
     bundle only when ``decision.passed`` (never for a seeded development run).
     ``manifest`` is the public manifest; ``run_record`` the internal one (exact counts, reasons).
+    ``split`` says which rows were members and which the holdout (row positions, never a value;
+    written to ``internal/`` only) so that ``privsynth audit --split`` can reproduce the audit.
     """
 
     release_id: str
@@ -77,6 +85,7 @@ class Release:
     charges: list[dict[str, Any]] = field(default_factory=list)
     run_record: dict[str, Any] = field(default_factory=dict)
     audit_inputs: AuditInputs | None = field(default=None, repr=False)
+    split: dict[str, Any] | None = field(default=None, repr=False)  # internal/split.json
 
     @property
     def passed(self) -> bool:
@@ -116,66 +125,17 @@ def synthesize(
 
     Every check that needs no cell value runs first. Then the release's ε and δ are reserved
     in the ledger, before any cell is read; they are never refunded, even when a later step
-    fails or the gate blocks.
+    fails or the gate blocks. ``audit.holdout_fraction`` of the rows is held out (a random
+    permutation, recorded as row positions in the bundle's ``internal/split.json``) and read only
+    by the audit. The composed form is :class:`privsynth.synthesizer.Synthesizer`.
     """
-    release_id = release_id or new_release_id(policy.dataset.id)
-    rng = RandomSource(policy.seed)
-    target = _device(policy, device)
-    check_header(data, policy)
-    check_preflight(policy)
-    book = _open_ledger(ledger, policy, policy_path)
-    try:
-        return _run(data, policy, book, release_id, rng, target, progress)
-    finally:
-        if not isinstance(ledger, Ledger):
-            book.close()
+    from privsynth.synthesizer import Synthesizer  # noqa: PLC0415 (it imports this module)
 
-
-def _run(data, policy: Policy, book: Ledger, release_id: str, rng: RandomSource,
-         target: torch.device, progress: ProgressFn | None) -> Release:
-    reservations = [_reserve(book, policy.dataset.id, policy, release_id)]
-    log.info("reserved ε=%.4g for release %s", policy.privacy.epsilon, release_id)
-    spend = PrivacySpend()
-    try:
-        raw = read_table(data, policy)
-        check_identifiers(raw, policy)
-        prepared = prepare_table(raw, policy)
-        reservations += _charge_overlaps(book, data, policy, release_id)
-        train, holdout = train_holdout_split(prepared.frame, policy.audit.holdout_fraction,
-                                             rng.numpy("split"))
-        budget = encoding_budget(policy)
-        n_public = dp_row_count(len(train), budget, spend, rng)
-        check_delta(policy.privacy.delta, n_public)
-        encoder, generator = _fit(train, n_public, policy, budget, spend, rng, target, progress)
-    finally:
-        for reservation in reservations:
-            book.record_charges(reservation, spend.charges)
-    # The audit may score more rows than are released (post-processing of the trained model),
-    # so copy rates are measured tightly on small tables; the released rows are the first N̂.
-    n_audit = audit_sample_rows(n_public, policy.audit)
-    codes = generator.sample(n_audit, generator=rng.torch("sample", target))
-    audited = encoder.inverse_transform(codes, rng.numpy("decode"))
-    synthetic = audited.iloc[:n_public].reset_index(drop=True)
-    schema = encoder.schema
-    audited = to_model_space(audited, schema)
-    audit = run_audit(train, holdout, audited, schema, policy.audit, seed=rng.seed_int("audit"))
-    decision = decide(audit, policy.audit.thresholds, dp_claim=dp_claim(spend, policy, rng.mode),
-                      require_dp_claim=policy.audit.require_dp_claim,
-                      attacks_requested=policy.audit.attacks,
-                      development_run=rng.mode == "dev-seed")
-    output = _output_table(synthetic, prepared.pseudonymized, policy, rng)
-    manifest = build_manifest(
-        release_id=release_id, policy=policy, spend=spend, schema=schema,
-        synthetic_rows=len(output), seed_mode=rng.mode, column_actions=prepared.actions)
-    run_record = build_run_record(
-        release_id=release_id, n_train=len(train), n_holdout=len(holdout), n_audit=n_audit,
-        decision=decision,
-        reservations=[_reservation_facts(book, r) for r in reservations], seed_mode=rng.mode,
-        ledger_location=redacted_location(book.location), ledger_head=book.head())
-    report = _report(manifest, run_record, prepared.actions, audit, decision, schema)
-    return Release(release_id, policy, output, audit, decision, manifest, report,
-                   [c.to_dict() for c in spend.charges], run_record,
-                   AuditInputs(train, holdout, audited, schema))
+    model = Synthesizer(policy, ledger=ledger, device=device, progress=progress,
+                        policy_path=policy_path)
+    model._fit_table(data, holdout_fraction=policy.audit.holdout_fraction,
+                     release_id=release_id)
+    return model.release()
 
 
 def check_header(data: str | Path | pd.DataFrame, policy: Policy) -> None:

@@ -14,6 +14,8 @@ Layout and permissions (``public/`` is for the recipients' group, ``internal/`` 
                                     public/ verifies on its own with the public key
       internal/               0700  for the data controller
         report.json, report.html, decision.json, run.json     0600
+        split.json            0600  which rows trained and which were the audit's holdout (row
+                                    positions, never a value), for `privsynth audit --split`
 
 A blocked release and a seeded development run get ``internal/`` only: nothing in them is fit
 to share. The statements are signed with the installation key (:mod:`privsynth.keys`), which
@@ -200,6 +202,8 @@ def write_bundle(release, out: Path, *, audits_dir: str | Path | None = None) ->
         write_report(release.report, internal)
         write_json(internal / "decision.json", release.decision.to_dict())
         write_json(internal / "run.json", release.run_record)
+        if getattr(release, "split", None) is not None:  # row positions only; never public/
+            write_json(internal / "split.json", release.split)
         _sign_bundle(staging, release, keys)
         _set_modes(staging)
         os.mkdir(out)  # claims the name atomically; the rename then replaces this empty folder

@@ -223,6 +223,7 @@ def _verify_full(bundle: Path, entries: dict[str, str], key: bytes, ledger,
     except _Fail as exc:
         return [*problems, str(exc)]
     problems += _gate_problems(bundle, predicate, decision, run, report)
+    problems += _split_problems(bundle, run)
     public = bundle / "public"
     if public.is_dir() and not public.is_symlink():
         sub = {n.split("/", 1)[1]: k for n, k in entries.items() if n.startswith("public/")}
@@ -260,6 +261,29 @@ def _gate_problems(bundle: Path, predicate: dict, decision: dict, run: dict,
            report.get("scope", {}).get("release_id")}
     if len(ids) != 1:
         problems.append("the statement, run.json and report.json name different release ids")
+    return problems
+
+
+def _split_problems(bundle: Path, run: dict) -> list[str]:
+    """``internal/split.json`` (optional: bundles before it lack one) names this release and
+    holds row positions only, never a cell value."""
+    path = bundle / "internal" / "split.json"
+    if not path.exists():
+        return []
+    try:
+        split = _read_json(path, "the train/holdout split record")
+    except _Fail as exc:
+        return [str(exc)]
+    if not isinstance(split, dict) or split.get("format") != "privsynth-split/1":
+        return ["internal/split.json: not a privsynth-split/1 record"]
+    problems = []
+    if split.get("release_id") != run.get("release_id"):
+        problems.append("internal/split.json names another release than run.json")
+    positions = split.get("holdout_positions", [])
+    if not isinstance(positions, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in positions):
+        problems.append("internal/split.json: holdout_positions must be row positions "
+                        "(whole numbers) only")
     return problems
 
 
