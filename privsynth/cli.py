@@ -27,6 +27,9 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(budget_app, name="budget")
 keys_app = typer.Typer(help="This installation's bundle-signing key.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+report_app = typer.Typer(help="The audit report (internal to the data controller).",
+                        no_args_is_help=True)
+app.add_typer(report_app, name="report")
 #: Progress, logs and errors go to stderr; results (summaries, check reports, tables) to stdout.
 #: Every data-derived string is interpolated through ``plain`` (see privsynth.console).
 console = PlainConsole(stderr=True)
@@ -557,4 +560,24 @@ def budget_migrate(
     say = out_console.print
     say(f"[green]migrated[/] {plain(done['location'])} to schema 3: {done['entries']} schema-2 "
         f"entries kept, ledger id {done['ledger_id']}; officer {plain(officer)}")
+    raise typer.Exit(EXIT_OK)
+
+
+# ---------------------------------------------------------------- report
+
+
+@report_app.command("pdf")
+def report_pdf(
+    html: Annotated[Path, typer.Argument(help="A report.html written by a release or audit.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The PDF to write.")],
+) -> None:
+    """Print an audit report page to PDF for filing (headless Chromium). The PDF is as internal
+    as the page: it stays with the data controller."""
+    from privsynth.release.report import export_pdf  # noqa: PLC0415
+
+    try:
+        written = export_pdf(html, out)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise _fail(exc) from None
+    out_console.print(f"[green]wrote[/] {plain(written)}")
     raise typer.Exit(EXIT_OK)
