@@ -261,9 +261,13 @@ def keys_export() -> None:
 @app.command()
 def audit(
     real: Annotated[Path, typer.Option("--real", help="Rows the generator trained on.")],
-    holdout: Annotated[Path, typer.Option(help="Real rows the generator never saw.")],
     synthetic: Annotated[Path, typer.Option(help="The synthetic table to audit.")],
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy YAML file.")],
+    holdout: Annotated[Path | None, typer.Option(
+        help="Real rows the generator never saw (or give --split).")] = None,
+    split: Annotated[Path | None, typer.Option(
+        help="A privsynth bundle's internal/split.json: --real is then the whole table the "
+             "release was made from, and its recorded members and holdout are audited.")] = None,
     out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
     bundle: Annotated[Path | None, typer.Option(
         help="The privsynth release bundle that produced --synthetic: its DP claim counts only "
@@ -281,7 +285,7 @@ def audit(
         loaded = load_policy(policy)
         dp_claim = dp_claim_from_bundle(bundle, synthetic) if bundle is not None else False
         result = audit_tables(real, holdout, synthetic, loaded, dp_claim=dp_claim,
-                              label=synthetic.stem)
+                              label=synthetic.stem, split=split)
         target = out or Path("audits") / loaded.dataset.id / f"external-{synthetic.stem}"
         write_external_report(result, target)
     except PrivsynthError as exc:

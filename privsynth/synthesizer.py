@@ -267,10 +267,11 @@ class Synthesizer:
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None,
-             ledger: Ledger | str | Path | None = None) -> Synthesizer:
-        """A synthesizer that samples from a saved model (OS entropy; no seed is stored). It
-        holds no training row, so it cannot audit or release; ``fit`` on it is a new
-        reservation in ``ledger``."""
+             ledger: Ledger | str | Path | None = None, seed: int | None = None
+             ) -> Synthesizer:
+        """A synthesizer that samples from a saved model (OS entropy, or the development
+        ``seed`` given here: no seed is stored). It holds no training row, so it cannot audit
+        or release; ``fit`` on it is a new reservation in ``ledger``."""
         folder = Path(path)
         try:
             facts = json.loads((folder / SAVE_FILE).read_text(encoding="utf-8"))
@@ -294,7 +295,7 @@ class Synthesizer:
         model._spend = PrivacySpend()
         for charge in facts["charges"]:
             model._spend.add(Charge(**charge))
-        model._rng, model._target = RandomSource(None), target
+        model._rng, model._target = RandomSource(seed), target
         model._pseudonymized = list(facts["pseudonymized"])
         model._actions = dict(facts["actions"])
         model._train = model._holdout = model._split = None

@@ -36,12 +36,30 @@ class ExternalAudit:
     report: dict
 
 
-def audit_tables(train: str | Path | pd.DataFrame, holdout: str | Path | pd.DataFrame,
+def audit_tables(train: str | Path | pd.DataFrame, holdout: str | Path | pd.DataFrame | None,
                  synthetic: str | Path | pd.DataFrame, policy: Policy, *,
-                 dp_claim: bool = False, label: str = "external") -> ExternalAudit:
-    """Audit ``synthetic`` against the rows its generator trained on and rows it never saw."""
-    frames = [prepare_table(read_table(t, policy), policy) for t in (train, holdout, synthetic)]
-    train_m, holdout_m, synthetic_m = (f.frame for f in frames)
+                 dp_claim: bool = False, label: str = "external",
+                 split: str | Path | dict | None = None) -> ExternalAudit:
+    """Audit ``synthetic`` against the rows its generator trained on and rows it never saw.
+
+    ``split``: a privsynth bundle's ``internal/split.json`` (or its content); ``train`` is then
+    the whole table the release was made from and the members and holdout are the recorded rows,
+    so the release's own audit split is reproduced (``holdout`` only when the record says the
+    caller gave one)."""
+    if split is not None:
+        real = prepare_table(read_table(train, policy), policy)
+        train_frame, holdout_frame = split_by_record(real.frame, read_split(split), holdout)
+        if holdout_frame is None:
+            holdout_frame = prepare_table(read_table(holdout, policy), policy).frame
+        frames = [real, None, prepare_table(read_table(synthetic, policy), policy)]
+        train_m, holdout_m, synthetic_m = train_frame, holdout_frame, frames[2].frame
+    else:
+        if holdout is None:
+            raise PrivsynthError("no holdout: give --holdout FILE (rows the generator never "
+                                 "saw) or --split internal/split.json of a privsynth bundle")
+        frames = [prepare_table(read_table(t, policy), policy)
+                  for t in (train, holdout, synthetic)]
+        train_m, holdout_m, synthetic_m = (f.frame for f in frames)
     schema = audit_schema(policy, train_m)
     synthetic_m = to_model_space(synthetic_m, schema)
     seed = RandomSource(policy.seed).seed_int("audit")
@@ -57,6 +75,47 @@ def audit_tables(train: str | Path | pd.DataFrame, holdout: str | Path | pd.Data
         mechanism={"dp_claim": dp_claim, "note": "external table: no privsynth DP mechanism"},
         audit=result, decision=decision, versions=versions())
     return ExternalAudit(result, decision, report)
+
+
+def read_split(split: str | Path | dict) -> dict:
+    """The split record (``internal/split.json``), checked: format, row positions only."""
+    if isinstance(split, dict):
+        record, name = split, "the split record"
+    else:
+        name = Path(split).name
+        try:
+            record = json.loads(Path(split).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            raise PrivsynthError(f"{split}: cannot read a split record; give a bundle's "
+                                 "internal/split.json") from None
+    if not isinstance(record, dict) or record.get("format") != "privsynth-split/1":
+        raise PrivsynthError(f"{name}: not a privsynth-split/1 record; give a bundle's "
+                             "internal/split.json")
+    return record
+
+
+def split_by_record(frame: pd.DataFrame, record: dict, holdout: object = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(members, holdout) of ``frame`` as ``record`` says. ``mode: split``: the recorded
+    positions are the holdout, every other row a member; ``mode: given``: every row of
+    ``frame`` trained and the holdout is the caller's table (returned as None)."""
+    if record.get("mode") == "given":
+        if holdout is None:
+            raise PrivsynthError("split.json says the release's holdout was the caller's own "
+                                 "table; give it with --holdout")
+        return frame.reset_index(drop=True), None
+    if holdout is not None:
+        raise PrivsynthError("split.json fixes the holdout; give --split or --holdout, not both")
+    positions = np.asarray(record.get("holdout_positions", []), dtype=np.int64)
+    if record.get("table_rows") != len(frame) or (
+            len(positions) and (positions.min() < 0 or positions.max() >= len(frame))):
+        raise PrivsynthError("the table given with --real does not have the rows split.json "
+                             "records; give the table the release was made from (same rows, "
+                             "same order)")
+    held = np.zeros(len(frame), dtype=bool)
+    held[positions] = True
+    return (frame.iloc[np.flatnonzero(~held)].reset_index(drop=True),
+            frame.iloc[np.flatnonzero(held)].reset_index(drop=True))
 
 
 def dp_claim_from_bundle(bundle: Path, synthetic: Path, *,
