@@ -198,7 +198,8 @@ def _svg_text(fig: Any, fig_id: str, label: str, max_width: int) -> str:
     FigureCanvasSVG(fig)
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": fig_id,
-                                "font.family": "DejaVu Sans"}):
+                                "font.family": "sans-serif",
+                                "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"]}):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None,
                                                  "Format": None, "Type": None})
     text = buf.getvalue()
@@ -206,6 +207,10 @@ def _svg_text(fig: Any, fig_id: str, label: str, max_width: int) -> str:
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
     text = text.replace("xlink:href=", "href=")
     text = re.sub(r'\s+xmlns:xlink="[^"]*"', "", text)
+    # element ids unique on the page: prefixed with the figure's own id, references too
+    text = re.sub(r'\bid="([^"]+)"', rf'id="{fig_id}-\1"', text)
+    text = re.sub(r'url\(#([^)]+)\)', rf'url(#{fig_id}-\1)', text)
+    text = re.sub(r'href="#([^"]+)"', rf'href="#{fig_id}-\1"', text)
     head_end = text.index(">") + 1
     head = re.sub(r'\s(width|height)="[^"]*"', "", text[:head_end])
     head = head.replace("<svg", f"<svg role='img' aria-label='{_e(label)}' class='mpl' "
@@ -536,11 +541,13 @@ def _tstr_figure(report: dict, figs: _Figures) -> str:
             v = r[key]
             if _finite(v):
                 ci = r.get(f"{key}_ci")
-                err = (np.array([[v - ci[0]], [ci[1] - v]]) if isinstance(ci, list)
-                       and len(ci) == 2 and all(_finite(c) for c in ci) else None)
                 seen = ax.get_legend_handles_labels()[1]
-                ax.barh(i + off, v, height=0.38, color=color, xerr=err, capsize=3,
+                ax.barh(i + off, v, height=0.38, color=color,
                         label=None if lab in seen else lab)
+                if isinstance(ci, list) and len(ci) == 2 and all(_finite(c) for c in ci):
+                    ax.hlines(i + off, ci[0], ci[1], color="#212121", linewidth=1.2)
+                    ax.vlines(ci, i + off - 0.08, i + off + 0.08, color="#212121",
+                              linewidth=1.2)
                 ax.text(v, i + off, f" {v:.3f}", va="center", fontsize=7)
             else:
                 ax.text(0.01, i + off, f"{key}: not computed", va="center", fontsize=7,
@@ -597,6 +604,8 @@ def _heatmap_figure(report: dict, figs: _Figures) -> str:
     ax.invert_yaxis()
     ax.set_aspect("equal")
     bar = fig.colorbar(mesh, ax=ax, shrink=0.8, extend="max")
+    if bar.solids is not None:  # vector, not an embedded PNG
+        bar.solids.set_rasterized(False)
     bar.set_label("|association real − association synthetic|", fontsize=8)
     bar.ax.tick_params(labelsize=7)
     caption = ("Absolute difference, per pair of columns, between the association measured on "
@@ -1387,7 +1396,7 @@ font-size:13px;text-align:left;vertical-align:top}code{font-size:12px;word-break
 .evidence{display:inline-block;font-size:12px;color:#1565c0;margin-top:4px}
 figure{margin:12px 0 20px;break-inside:avoid;page-break-inside:avoid}
 figcaption{font-size:13px;color:#333;max-width:900px;margin-top:4px}
-svg.mpl{width:100%;height:auto;display:block}
+svg.mpl{width:100%;height:auto;display:block}.fig{overflow-x:auto}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:10px}
 .small{min-width:0}
 .criterion{border:1px solid #e0e0e0;padding:4px 12px;margin:8px 0}
@@ -1400,6 +1409,7 @@ border-radius:3px}.cats{font-size:12px;color:#333;margin-top:2px;max-width:520px
 #columns tbody tr:nth-child(even),#charges tbody tr:nth-child(even){background:#fafafa}
 nav.toc ol{columns:2;font-size:13px}
 @media (max-width:640px){body{margin:8px auto;padding:0 8px}nav.toc ol{columns:1}
+.fig svg.mpl{min-width:600px}.small svg.mpl{min-width:0}
 .decision{font-size:16px}td,th{font-size:12px;padding:2px 4px}}
 @media print{body{max-width:none;margin:0}.notice{break-after:avoid}h2,h3{break-after:avoid}
 .wrap{overflow:visible}a{color:inherit;text-decoration:none}}
