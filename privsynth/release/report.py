@@ -134,12 +134,17 @@ def _kv_table(data: dict | None) -> str:
         return "<p class='muted'>Not provided.</p>"
     rows = []
     for k, v in data.items():
-        if isinstance(v, dict | list):
+        if isinstance(v, dict) and v and all(not isinstance(x, dict | list)
+                                             for x in v.values()):
+            cell = _kv_table(v)  # a nested table, not a JSON dump
+        elif isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+            cell = "<ul>" + "".join(f"<li>{_e(x)}</li>" for x in v) + "</ul>"
+        elif isinstance(v, dict | list):
             cell = f"<code>{_e(json.dumps(v, sort_keys=True))}</code>"
         else:
             cell = _fmt(v, 6)
         rows.append(f"<tr><th>{_e(k)}</th><td>{cell}</td></tr>")
-    return "<table class='kv'>" + "".join(rows) + "</table>"
+    return "<div class='wrap'><table class='kv'>" + "".join(rows) + "</table></div>"
 
 
 # --- figures: matplotlib (Agg), rendered to inline SVG --------------------------------------
@@ -1390,7 +1395,8 @@ h3{font-size:15px;margin-top:20px}
 .howto{background:#f3f6fa;border-left:4px solid #1565c0;padding:8px 14px;margin:12px 0}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;
 font-size:13px;text-align:left;vertical-align:top}code{font-size:12px;word-break:break-all}
-.wrap{overflow-x:auto;max-width:100%}
+.wrap{overflow-x:auto;max-width:100%}.kv td{overflow-wrap:anywhere}
+.kv ul{margin:0;padding-left:18px}.kv .kv th{white-space:nowrap}
 .ok{color:#2e7d32;font-weight:700}.bad{color:#c62828;font-weight:700}.muted{color:#666}
 .tofill{background:#fff8c4;border:1px dashed #b59f00;padding:0 4px;font-weight:700;color:#5d4a00}
 .evidence{display:inline-block;font-size:12px;color:#1565c0;margin-top:4px}
