@@ -135,6 +135,7 @@ def run_audit(
         "rows": {"train": _len(train), "holdout": _len(holdout), "synthetic": _len(synthetic)},
         "confidence_level": 0.95, "timeout_s": config.timeout_s,
         "anonymeter_attacks": config.anonymeter_attacks, "timings_s": {},
+        "protected_attributes": list(config.protected_attributes),
     }
     problem = _check_tables(train, holdout, synthetic, schema)
     if problem is not None:

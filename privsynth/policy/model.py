@@ -412,6 +412,8 @@ class AuditPolicy(_Frozen):
     secrets: list[str] = Field(default_factory=list)
     linkability_aux: tuple[list[str], list[str]] | None = None
     target: str | None = None
+    # groups the report's representativeness section compares (sex, race, age band, ...)
+    protected_attributes: list[str] = Field(default_factory=list)
     attacks: list[
         Literal["exact_copy", "dcr", "mia", "unique_qi", "singling_out", "linkability", "inference",
                 "targeted_mia"]
@@ -477,7 +479,8 @@ class Policy(_Frozen):
     @model_validator(mode="after")
     def _cross_checks(self) -> Policy:
         modelled = {n for n, c in self.columns.items() if c.modelled}
-        named = list(self.audit.quasi_identifiers) + list(self.audit.secrets)
+        named = (list(self.audit.quasi_identifiers) + list(self.audit.secrets)
+                 + list(self.audit.protected_attributes))
         if self.audit.target:
             named.append(self.audit.target)
         if self.audit.linkability_aux:
