@@ -84,6 +84,7 @@ T_MUT_SGD = "tests/test_dp_mutants_dpsgd.py"
 T_MUT_REL = "tests/test_dp_mutants_release.py"
 T_LEDGER = "tests/test_ledger.py"
 T_PIPE = "tests/test_pipeline.py"
+T_SYNTH = "tests/test_synthesizer.py"
 
 DP_SGD = "privsynth/generators/dp_sgd.py"
 GAN = "privsynth/generators/gan.py"
@@ -94,6 +95,7 @@ ENC = "privsynth/encoding/table_encoder.py"
 GATE = "privsynth/gate.py"
 LEDGER = "privsynth/privacy/ledger.py"
 PIPELINE = "privsynth/pipeline.py"
+SYNTH = "privsynth/synthesizer.py"
 VERIFY = "privsynth/release/verify.py"
 BUNDLE = "privsynth/release/bundle.py"
 
@@ -344,7 +346,7 @@ MUTANTS: list[Mutant] = [
       f"{T_MUT_REL}::test_the_gate_never_releases_a_development_run"),
     # ------------------------------------------------------------------ release
     m("exact-row-count-released", "release", "the synthetic table (and the manifest's row "
-      "figure) has the exact N rows instead of N̂", PIPELINE,
+      "figure) has the exact N rows instead of N̂", SYNTH,
       "synthetic = audited.iloc[:n_public].reset_index(drop=True)",
       "synthetic = audited.iloc[:len(train)].reset_index(drop=True)",
       f"{T_MUT_REL}::test_the_output_and_manifest_carry_the_dp_row_count", ci=False),
@@ -358,6 +360,16 @@ MUTANTS: list[Mutant] = [
       "        if release.decision.passed:\n",
       "        if True:  # the gate's decision is not consulted\n",
       f"{T_PIPE}::test_a_copying_synthesizer_is_blocked_and_writes_nothing_public", ci=False),
+    m("synth-save-keeps-rows", "release", "Synthesizer.save writes the training rows it keeps "
+      "for the audit beside the DP model", SYNTH,
+      '"policy_digest": self.policy.digest()}',
+      '"policy_digest": self.policy.digest(), "rows": self._train.to_dict("list")}',
+      f"{T_SYNTH}::test_save_load_round_trip_holds_no_training_value"),
+    m("synth-release-twice", "release", "one fitted model may be gated again and again (retry "
+      "until a lucky audit passes)", SYNTH,
+      "        if self._released:\n",
+      "        if False:  # every call gets a fresh gate attempt\n",
+      f"{T_SYNTH}::test_own_holdout_is_what_the_audit_reads", ci=False),
     m("verify-trusts-stated-charge", "release", "verify takes each charge's stated ε and δ "
       "instead of recomputing them", VERIFY,
       'return [charge_cost(c["mechanism"], c["params"], c["delta"])',

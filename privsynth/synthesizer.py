@@ -258,9 +258,9 @@ class Synthesizer:
                  "n_public": int(self.n_public_), "charges": list(self.charges_),
                  "pseudonymized": list(self._pseudonymized), "actions": dict(self._actions),
                  "policy_digest": self.policy.digest()}
-        (folder / POLICY_FILE).write_text(
-            yaml.safe_dump(self.policy.model_dump(mode="json"), sort_keys=False),
-            encoding="utf-8")
+        policy = {**self.policy.model_dump(mode="json"), "seed": None}  # no seed is stored
+        (folder / POLICY_FILE).write_text(yaml.safe_dump(policy, sort_keys=False),
+                                          encoding="utf-8")
         (folder / SAVE_FILE).write_text(json.dumps(facts, indent=1, default=str),
                                         encoding="utf-8")
         return folder
@@ -282,8 +282,7 @@ class Synthesizer:
                                  ) from None
         if facts.get("format") != SAVE_FORMAT:
             raise PrivsynthError(f"{folder}: {SAVE_FILE} is not {SAVE_FORMAT}; re-save it")
-        policy = parse_policy(policy_text, str(folder / POLICY_FILE)).model_copy(
-            update={"seed": None})
+        policy = parse_policy(policy_text, str(folder / POLICY_FILE))
         model = cls(policy, ledger=ledger, device=device)
         target = pipeline._device(policy, device)
         model.generator_, model.encoder_ = load_generator(folder, device=target)

@@ -137,6 +137,7 @@ def test_save_load_round_trip_holds_no_training_value(canary_table, adult, tmp_p
     assert not found, f"training values found in the saved model: {found}"
     assert b"Female" in blob and b"noisy_count" in blob  # the check can see: public + charges
     assert not any(i.encode() in blob for i in canary_table["id"].head(50))
+    assert yaml.safe_load((folder / "policy.yaml").read_text())["seed"] is None
     loaded = Synthesizer.load(folder, seed=11)
     assert loaded.charges_ == model.charges_ and loaded.n_public_ == model.n_public_
     a, b = model.sample(1500), loaded.sample(1500)
