@@ -241,3 +241,17 @@ def test_synthesizer_is_not_pickled(canary_policy):
     with pytest.raises(PrivsynthError, match="save"):
         pickle.dumps(Synthesizer(canary_policy))
 
+
+
+def test_cli_audit_needs_a_holdout_or_a_split(canary_table, tmp_path):
+    canary_table.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "p.yaml").write_text(POLICY)
+    args = ["audit", "--real", str(tmp_path / "t.csv"), "--synthetic", str(tmp_path / "t.csv"),
+            "-p", str(tmp_path / "p.yaml")]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 1 and "--split" in run.output and "CANARY" not in run.output
+    (tmp_path / "s.json").write_text(json.dumps({"format": "privsynth-split/1", "mode": "split",
+                                                 "table_rows": 1, "holdout_positions": [0]}))
+    run = CliRunner().invoke(app, [*args, "--split", str(tmp_path / "s.json")])
+    assert run.exit_code == 1 and "same rows, same order" in run.output
+    assert "CANARY" not in run.output
