@@ -84,6 +84,10 @@ class Synthesizer:
         before the reservation; the reservation is never refunded. Each call is a new release
         with its own reservation (a refused one raises BudgetExceededError and leaves the
         previous fit in place). Returns ``self``.
+
+        ε covers the rows of ``train`` (add/remove one of them). A holdout given later to
+        :meth:`audit` or :meth:`release` is read by the audit only: ε does not cover it, its
+        risk figures stay internal and only the gate's pass/block leaves with a release.
         """
         self._fit_table(train, holdout_fraction=None)
         return self
