@@ -325,8 +325,10 @@ MUTANTS: list[Mutant] = [
              '                     else to_micro(total_epsilon, round_up=False))\n'),)),
     m("ledger-unverified-grants", "ledger", "reserve grants budget from a ledger that fails "
       "its hash-chain check", LEDGER,
-      "            if problems:\n                raise LedgerError(",
-      "            if False:\n                raise LedgerError(",
+      "                if problems:\n                    raise LedgerError(\n"
+      "                        f\"the ledger {self.location} does not verify",
+      "                if False:\n                    raise LedgerError(\n"
+      "                        f\"the ledger {self.location} does not verify",
       f"{T_LEDGER}::test_reserve_refuses_a_ledger_that_does_not_verify[sqlite]"),
     # ------------------------------------------------------------------ gate
     m("gate-nan-passes", "gate",
@@ -334,7 +336,7 @@ MUTANTS: list[Mutant] = [
       "        elif not finite:\n",
       "        elif False:  # the finite check forgotten\n",
       f"{T_GATE}::test_blocks",
-      more=(("ok = upper < threshold", "ok = not upper >= threshold"),)),
+      more=(("ok = upper - excess < threshold", "ok = not upper - excess >= threshold"),)),
     m("gate-lower-bound", "gate", "the gate compares the lower, not the upper, CI bound",
       GATE,
       "upper = risk.ci_high",
