@@ -41,7 +41,7 @@ from privsynth.privacy.ledger import Ledger, Reservation, default_ledger_locatio
 from privsynth.privacy.mechanisms import noisy_count
 from privsynth.privacy.rng import RandomSource
 
-# Stage functions the Synthesizer looks up here at call time, so the tests and the mutation panel
+# Stage functions the Synthesizer looks up here at call time, so tests and the planted-bug panel
 # that patch them on this module (``run_audit``, ``read_table``, ``noisy_count``,
 # ``make_generator``, ``_fit``, ``dp_row_count``) reach both paths.
 __all__ = ["AuditInputs", "Release", "check_header", "check_preflight", "dp_claim",

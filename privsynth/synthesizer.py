@@ -16,7 +16,7 @@ whose only public output is the gate's pass/block (as in ``synthesize``). ε say
 rows that were never given to ``fit``.
 
 The stage functions are looked up on :mod:`privsynth.pipeline` at call time (``pipeline._fit``,
-``pipeline.run_audit``, ...), so the tests and the mutation panel that patch them there reach
+``pipeline.run_audit``, ...), so tests that patch them there (including the planted-bug panel) reach
 this class too.
 """
 

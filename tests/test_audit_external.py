@@ -20,6 +20,8 @@ def policy_text(adult_policy_path, *, require_dp_claim: bool) -> str:
     data = load_policy(adult_policy_path).model_dump(mode="json")
     data["columns"] = {k: v for k, v in data["columns"].items() if k in COLUMNS}
     data.pop("relations", None)  # the demo's relation names columns cut here
+    data["audit"]["protected_attributes"] = [
+        c for c in data["audit"].get("protected_attributes", []) if c in data["columns"]]
     data["audit"].update(quasi_identifiers=["age", "sex", "education"], secrets=["income"],
                          linkability_aux=None, attacks=["exact_copy", "dcr", "mia"],
                          require_dp_claim=require_dp_claim)

@@ -152,4 +152,4 @@ def test_production_code_has_no_mutation_switch():
     pattern = re.compile(r"\bmutant|\bmutation|_testing_only", re.IGNORECASE)
     offenders = [p.name for p in root.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
-    assert "mutat" not in str(policy_json_schema()).lower()
+    assert not re.search(r"\bmutat", str(policy_json_schema()).lower())  # "permutation" is fine

@@ -132,6 +132,8 @@ def test_the_output_and_manifest_carry_the_dp_row_count(adult, adult_policy_path
     spec = load_policy(adult_policy_path).model_dump(mode="json")
     spec["columns"] = {k: v for k, v in spec["columns"].items() if k in ADULT}
     spec.pop("relations", None)  # the demo's relation names columns cut here
+    spec["audit"]["protected_attributes"] = [
+        c for c in spec["audit"].get("protected_attributes", []) if c in spec["columns"]]
     spec["generator"].update(epochs=1, batch_size=256)
     spec["audit"].update(quasi_identifiers=["age", "sex"], secrets=["income"],
                          linkability_aux=None, attacks=["exact_copy"])

@@ -37,6 +37,8 @@ def small_policy(adult_policy_path: Path, *, seed: int | None = None, **privacy)
     policy = load_policy(adult_policy_path).model_dump(mode="json")
     policy["columns"] = {k: v for k, v in policy["columns"].items() if k in ADULT_COLUMNS}
     policy.pop("relations", None)  # the demo's relation names columns cut here
+    policy["audit"]["protected_attributes"] = [
+        c for c in policy["audit"].get("protected_attributes", []) if c in policy["columns"]]
     policy["generator"].update(epochs=20, batch_size=256)  # enough steps to beat the utility floor
     policy["privacy"].update(privacy)
     policy["audit"].update(quasi_identifiers=["age", "sex", "education"], secrets=["income"],

@@ -71,6 +71,8 @@ def _policy_text(adult_policy_path: Path) -> str:
     spec["seed"] = None
     if "relations" in spec:  # derived columns of dropped sources would not validate
         spec["relations"] = []
+    spec["audit"]["protected_attributes"] = [
+        c for c in spec["audit"].get("protected_attributes", []) if c in spec["columns"]]
     return yaml.safe_dump(spec, sort_keys=False)
 
 
