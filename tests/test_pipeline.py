@@ -39,7 +39,7 @@ def small_policy(adult_policy_path: Path, *, seed: int | None = None, **privacy)
     policy.pop("relations", None)  # the demo's relation names columns cut here
     policy["audit"]["protected_attributes"] = [
         c for c in policy["audit"].get("protected_attributes", []) if c in policy["columns"]]
-    policy["generator"].update(epochs=20, batch_size=256)  # enough steps to beat the utility floor
+    policy["generator"].update(epochs=40, batch_size=128)  # ~600 steps: TSTR AUC ~0.8, far over the floor
     policy["privacy"].update(privacy)
     policy["audit"].update(quasi_identifiers=["age", "sex", "education"], secrets=["income"],
                            linkability_aux=None, attacks=["exact_copy", "dcr", "mia", "unique_qi"])
