@@ -456,6 +456,14 @@ def print_table(results: list[dict]) -> None:
           "util=utility floor; MISSED = passed the gate or blocked by the utility floor only")
 
 
+def _write_json(path: Path, results: list[dict], seconds: float, skipped: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "command": " ".join(sys.argv), "seconds": round(seconds, 1), "attacks_left_out": skipped,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "results": results}, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tables", nargs="+", default=["all"], help="table names, or 'all'")
@@ -491,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_table(t, args.models, args.samples, retrain=args.retrain,
                                  leak_models=args.leak_models, leaks=args.leaks,
                                  skip_attacks=tuple(args.skip_attacks)))
+        if args.json:  # after every table, so a long run that is stopped keeps what it measured
+            _write_json(args.json, results, time.perf_counter() - start, args.skip_attacks)
     total = time.perf_counter() - start
     print()
     print_table(results)
@@ -498,12 +508,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nattacks LEFT OUT of every policy (a weaker gate): {args.skip_attacks}")
     print(f"\nM={args.models} models x S={args.samples} samples per table; "
           f"{total:.0f} s on {os.cpu_count()} cores ({platform.processor() or platform.machine()})")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "command": " ".join(sys.argv), "seconds": round(total, 1),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-            "results": results}, indent=1))
     leaked = any(r.get("passed") is not None and not _attack_blocked(r)
                  for res in results for runs in res["leaks"].values() for r in runs)
     low = any((res["honest_pass"]["rate"] or 0) < 0.95 for res in results)
