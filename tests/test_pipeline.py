@@ -39,10 +39,14 @@ def small_policy(adult_policy_path: Path, *, seed: int | None = None, **privacy)
     policy.pop("relations", None)  # the demo's relation names columns cut here
     policy["audit"]["protected_attributes"] = [
         c for c in policy["audit"].get("protected_attributes", []) if c in policy["columns"]]
-    policy["generator"].update(epochs=40, batch_size=128)  # ~600 steps: TSTR AUC ~0.8, far over the floor
+    policy["generator"].update(epochs=5, batch_size=512)
     policy["privacy"].update(privacy)
+    # these tests are about the pipeline's plumbing, not utility: a 5-epoch model is near noise
+    # on the target (the utility floor and its TSTR have their own tests), and a longer one on
+    # 2,000 rows makes the copy checks' honest false-block rate visible (2 of 12 at 40 epochs)
     policy["audit"].update(quasi_identifiers=["age", "sex", "education"], secrets=["income"],
-                           linkability_aux=None, attacks=["exact_copy", "dcr", "mia", "unique_qi"])
+                           linkability_aux=None, attacks=["exact_copy", "dcr", "mia", "unique_qi"],
+                           target=None)
     policy["seed"] = seed
     return yaml.safe_dump(policy, sort_keys=False)
 
