@@ -544,13 +544,15 @@ def test_verify_during_concurrent_releases_reports_nothing(location):
     import sys
 
     _filled(location, releases=0, total=1000.0)
-    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, location, "60"])
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, location, "60"],
+                                stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     seen: list[str] = []
     with Ledger.open(location, create=False) as ledger:
         while any(w.poll() is None for w in writers):
             seen += ledger.verify()
-    assert all(w.wait() == 0 for w in writers)
+    errors = [w.communicate()[1] for w in writers]
+    assert all(w.returncode == 0 for w in writers), errors
     with Ledger.open(location, create=False) as ledger:
         assert ledger.head()["count"] == 121
     assert seen == []

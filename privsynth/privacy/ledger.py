@@ -449,12 +449,15 @@ class _Anchors:
         if not path.exists():
             return None, []
         with path.open("rb") as handle:
+            if fcntl is not None:  # writers append under LOCK_EX: never read half a line
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
             size = handle.seek(0, os.SEEK_END)
             handle.seek(max(0, size - _ANCHOR_TAIL))
             data = handle.read()
         lines = data.split(b"\n")
         if size > _ANCHOR_TAIL:
             lines = lines[1:]  # the first line read may be cut
+        lines = lines[:-1]  # after the last newline: empty, or a line still being appended
         best: Anchor | None = None
         problems: list[str] = []
         for number, raw in enumerate(lines, start=1):
