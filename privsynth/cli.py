@@ -205,6 +205,16 @@ def demo(
     release(DEMO_DATA, policy, out, ledger=ledger, device=None, audits=None)
 
 
+def _read_public_key(path: Path | None) -> str | None:
+    """The text of a `privsynth keys export` file, or None for this installation's own key."""
+    try:
+        return path.read_text(encoding="ascii") if path is not None else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(PrivsynthError(f"{clean(path)}: cannot read the public key "
+                                   f"({type(exc).__name__}); give the file that `privsynth "
+                                   "keys export` wrote")) from None
+
+
 @app.command()
 def verify(
     bundle: Annotated[Path, typer.Argument(help="A release bundle folder, or a copy of its "
@@ -221,13 +231,7 @@ def verify(
     every charge recomputed, and (with --ledger) the charges in the ledger."""
     from privsynth.release.verify import NO_PUBLIC_PART, verify_bundle  # noqa: PLC0415
 
-    try:
-        key = public_key.read_text(encoding="ascii") if public_key is not None else None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(PrivsynthError(f"{clean(public_key)}: cannot read the public key "
-                                   f"({type(exc).__name__}); give the file that `privsynth "
-                                   "keys export` wrote")) from None
-    problems = verify_bundle(bundle, public_key=key, ledger=ledger)
+    problems = verify_bundle(bundle, public_key=_read_public_key(public_key), ledger=ledger)
     for problem in problems:
         out_console.print(f"[red]problem:[/] {plain(problem)}")  # names come from the bundle
     if problems:
@@ -272,6 +276,10 @@ def audit(
     bundle: Annotated[Path | None, typer.Option(
         help="The privsynth release bundle that produced --synthetic: its DP claim counts only "
              "if the bundle verifies and lists the audited file's SHA-256.")] = None,
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="With --bundle: the releasing installation's public key (from "
+                             "`privsynth keys export` there); default: this installation's "
+                             "own key.")] = None,
 ) -> None:
     """Audit any generator's output with the same attacks, gate and report. No ε is spent."""
     from privsynth.audit.external import (  # noqa: PLC0415
@@ -283,7 +291,9 @@ def audit(
 
     try:
         loaded = load_policy(policy)
-        dp_claim = dp_claim_from_bundle(bundle, synthetic) if bundle is not None else False
+        key = _read_public_key(public_key)
+        dp_claim = (dp_claim_from_bundle(bundle, synthetic, public_key=key)
+                    if bundle is not None else False)
         result = audit_tables(real, holdout, synthetic, loaded, dp_claim=dp_claim,
                               label=synthetic.stem, split=split)
         target = out or Path("audits") / loaded.dataset.id / f"external-{synthetic.stem}"

@@ -279,7 +279,8 @@ def test_cli_exit_codes_and_summaries(table, adult_policy_path, ledger, tmp_path
     assert not (tmp_path / "r2" / "public").exists()
 
 
-def test_audit_needs_a_verified_bundle_for_a_dp_claim(table, policy, ledger, tmp_path):
+def test_audit_needs_a_verified_bundle_for_a_dp_claim(table, policy, ledger, tmp_path,
+                                                      monkeypatch):
     """Item 7: `privsynth audit --dp-claim` asserted a claim on its word; now it takes the
     producing bundle, verified, and the audited file must be one of its files."""
     release = pipeline.synthesize(table, policy, ledger=ledger)
@@ -299,6 +300,19 @@ def test_audit_needs_a_verified_bundle_for_a_dp_claim(table, policy, ledger, tmp
     pd.read_csv(out / "public" / "synthetic.csv").head(100).to_csv(other, index=False)
     forged = runner.invoke(app, [*base, "--synthetic", str(other), "--bundle", str(out)])
     assert forged.exit_code == 1 and "not a file of" in forged.output
+    # a partner at another installation backs the claim with the releaser's exported key
+    exported = tmp_path / "release.pub"
+    exported.write_text(runner.invoke(app, ["keys", "export"]).stdout)
+    released = ["--synthetic", str(out / "public" / "synthetic.csv"), "--bundle", str(out)]
+    with monkeypatch.context() as partner:
+        partner.setenv("PRIVSYNTH_KEY_DIR", str(tmp_path / "partner-keys"))
+        unpinned = runner.invoke(app, [*base, *released])
+        assert unpinned.exit_code == 1, unpinned.output
+        pinned = runner.invoke(app, [*base, *released, "--public-key", str(exported),
+                                     "--out", str(tmp_path / "partner-report")])
+        assert pinned.exit_code in (0, 2), pinned.output
+        report = json.loads((tmp_path / "partner-report" / "report.json").read_text())
+        assert report["mechanism"]["dp_claim"] is True
     manifest = out / "public" / "manifest.json"
     data = json.loads(manifest.read_text())
     data["privacy"]["charges"][0]["epsilon"] = 0.0
