@@ -68,6 +68,10 @@ def _policy_text(adult_policy_path: Path) -> str:
     spec["audit"].update(quasi_identifiers=["age", "sex", "education"], secrets=["income"],
                          linkability_aux=None, attacks=["exact_copy", "dcr", "mia", "unique_qi"])
     spec["audit"]["target"] = None  # this suite is about the bundle, not the utility floor
+    # ... nor the copy limits: on 6 low-entropy columns and 1,500 training rows an honest ε = 1
+    # model exceeded the default 0.005 in 2 of 10 runs (a DP model may raise a rare row's copy
+    # rate up to e^ε-fold); the copy generator below copies every row and is blocked at any limit
+    spec["audit"].setdefault("thresholds", {}).update(exact_copy_rate=0.05, near_copy_rate=0.05)
     spec["seed"] = None
     if "relations" in spec:  # derived columns of dropped sources would not validate
         spec["relations"] = []
