@@ -28,6 +28,8 @@ import torch
 from privsynth.audit.runner import AuditResult, run_audit
 from privsynth.data.schema import TableSchema
 from privsynth.data.table import read_table
+from privsynth.data.persons import PersonLayout, modelled_columns, one_row_per_person
+from privsynth.encoding.person_encoder import PersonEncoder
 from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder
 from privsynth.errors import DataError, LedgerError, PreflightRefused
 from privsynth.gate import GateDecision
@@ -213,8 +215,11 @@ def dp_claim(spend: PrivacySpend, policy: Policy, seed_mode: str = "os-entropy")
 
 
 def _reserve(book: Ledger, population: str, policy: Policy, release_id: str) -> Reservation:
+    unit = {}
+    if policy.privacy.unit == "person":  # the ledger debits per person (docs/ledger.md)
+        unit = {"unit": "person", "rows_per_person": policy.privacy.person.max_rows}
     return book.reserve(population=population, release_id=release_id,
-                        epsilon=policy.privacy.epsilon, delta=policy.privacy.delta)
+                        epsilon=policy.privacy.epsilon, delta=policy.privacy.delta, **unit)
 
 
 def _charge_overlaps(book: Ledger, data: str | Path | pd.DataFrame, policy: Policy,
@@ -272,8 +277,18 @@ def _device(policy: Policy, override: str | None) -> torch.device:
 def _fit(train: pd.DataFrame, n_public: int, policy: Policy, budget: EncodingBudget,
          spend: PrivacySpend, rng: RandomSource, target: torch.device,
          progress: ProgressFn | None):
-    """DP encoding, then DP training on what is left of epsilon and delta."""
-    encoder = TableEncoder.fit(train, policy, budget, spend, rng.noise("encoding"))
+    """DP encoding, then DP training on what is left of epsilon and delta.
+
+    Under ``unit: person`` ``train`` holds one wide record per person: the encoding is fitted
+    on one row per person and DP-SGD runs over persons (:mod:`privsynth.data.persons`)."""
+    if policy.privacy.unit == "person":
+        encoder = PersonEncoder.fit(
+            one_row_per_person(train, PersonLayout(modelled_columns(policy),
+                                                   policy.privacy.person.max_rows),
+                               rng.numpy("person-row")),
+            policy, budget, spend, rng.noise("encoding"))
+    else:
+        encoder = TableEncoder.fit(train, policy, budget, spend, rng.noise("encoding"))
     g = policy.generator
     config = DPSGDConfig(
         epsilon=policy.privacy.epsilon - spend.epsilon,

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -33,13 +34,16 @@ import yaml
 from privsynth import pipeline
 from privsynth.audit.runner import AuditResult
 from privsynth.audit.stats import audit_sample_rows
+from privsynth.audit.person import run_person_audit
+from privsynth.data.persons import PersonLayout, to_wide, wide_records
 from privsynth.data.split import train_holdout_split
+from privsynth.data.schema import TableSchema
 from privsynth.data.table import prepare_table, to_model_space
 from privsynth.encoding.table_encoder import encoding_budget
 from privsynth.errors import PrivsynthError
 from privsynth.gate import decide
 from privsynth.generators.persist import load_generator, save_generator
-from privsynth.policy.identifiers import check_identifiers
+from privsynth.policy.identifiers import check_identifiers, kind_by_name, pseudonymize
 from privsynth.policy.loader import parse_policy
 from privsynth.policy.model import Policy
 from privsynth.privacy.accounting import check_delta
@@ -126,7 +130,9 @@ class Synthesizer:
             check_identifiers(raw, policy)
             prepared = prepare_table(raw, policy)
             reservations += pipeline._charge_overlaps(book, data, policy, release_id)
-            train, holdout, split = _split(prepared.frame, holdout_fraction, rng, release_id)
+            records, bound_facts = self._records(raw, prepared.frame, rng)
+            train, holdout, split = _split(records, holdout_fraction, rng, release_id,
+                                           policy.privacy.unit)
             budget = encoding_budget(policy)
             n_public = pipeline.dp_row_count(len(train), budget, spend, rng)
             check_delta(policy.privacy.delta, n_public)
@@ -140,22 +146,74 @@ class Synthesizer:
                 "charges_": [c.to_dict() for c in spend.charges], "_reservations": reservations,
                 "_spend": spend, "_rng": rng, "_target": target, "_train": train,
                 "_holdout": holdout, "_split": split, "_actions": dict(prepared.actions),
-                "_pseudonymized": list(prepared.pseudonymized), "_released": False}
+                "_pseudonymized": list(prepared.pseudonymized), "_released": False,
+                "_bound_facts": bound_facts}
+
+    @property
+    def per_person(self) -> bool:
+        """True under ``privacy.unit: person``: records, N̂ and samples are persons."""
+        return self.policy.privacy.unit == "person"
+
+    def _records(self, raw: pd.DataFrame, prepared: pd.DataFrame, rng: RandomSource
+                 ) -> tuple[pd.DataFrame, dict[str, int] | None]:
+        """The training records: the prepared rows, or under ``unit: person`` one wide record
+        per person after the contribution bound (:mod:`privsynth.data.persons`)."""
+        if not self.per_person:
+            return prepared, None
+        person = self.policy.privacy.person
+        return wide_records(prepared.reset_index(drop=True),
+                            raw[person.id].reset_index(drop=True), self.policy,
+                            rng.numpy("contribution-bound"))
 
     # ------------------------------------------------------------------ sample
     def sample(self, n: int | None = None) -> pd.DataFrame:
         """``n`` synthetic rows (default N̂) in the released table's form: the policy's column
-        order, pseudonymized columns filled with fresh identifiers. Post-processing: no ε, no
-        ledger entry, no real row read."""
+        order, pseudonymized columns filled with fresh identifiers. Under ``unit: person``,
+        ``n`` synthetic *persons* (1..k rows each, one fresh identifier per person).
+        Post-processing: no ε, no ledger entry, no real row read."""
         self._check_fitted("sample")
         rows = self.n_public_ if n is None else _row_count(n)
-        decoded = self._draw(rows)
-        return pipeline._output_table(decoded, self._pseudonymized, self.policy, self._rng)
+        decoded, owners = self._draw(rows)
+        return self._output(decoded, owners)
 
-    def _draw(self, n: int) -> pd.DataFrame:
-        """``n`` decoded rows (modelled columns only, before pseudonyms)."""
+    def _draw(self, n: int) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """``n`` decoded records (modelled columns only, before pseudonyms): rows, or under
+        ``unit: person`` the rows of ``n`` persons with each row's person index (a person's
+        rows contiguous, ordered by ``person.order_by``)."""
         codes = self.generator_.sample(n, generator=self._rng.torch("sample", self._target))
-        return self.encoder_.inverse_transform(codes, self._rng.numpy("decode"))
+        decoded = self.encoder_.inverse_transform(codes, self._rng.numpy("decode"))
+        if not self.per_person:
+            return decoded, None
+        rows, owners = decoded
+        order_by = self.policy.privacy.person.order_by
+        if order_by is not None:  # post-processing: a person's rows in time order
+            key = to_model_space(rows[[order_by]], TableSchema((self.schema_[order_by],)))
+            order = np.lexsort((key[order_by].fillna(np.inf).to_numpy(), owners))
+            rows, owners = rows.iloc[order].reset_index(drop=True), owners[order]
+        return rows, owners
+
+    def _output(self, decoded: pd.DataFrame, owners: np.ndarray | None) -> pd.DataFrame:
+        """The released form; under ``unit: person`` the identifier column gets one fresh
+        pseudonym per synthetic person."""
+        out = pipeline._output_table(decoded, self._pseudonymized, self.policy, self._rng)
+        person = self.policy.privacy.person
+        if owners is not None and person.id in out.columns:
+            fresh = pseudonymize(kind_by_name(person.id), int(owners.max(initial=-1)) + 1,
+                                 self._rng.numpy("pseudonym:person"))
+            out[person.id] = fresh.to_numpy()[owners]
+        return out
+
+    def _model_records(self, decoded: pd.DataFrame, owners: np.ndarray | None
+                       ) -> pd.DataFrame:
+        """Decoded synthetic records in model space, as the audit reads them."""
+        rows = to_model_space(decoded, self.schema_)
+        if owners is None:
+            return rows
+        return to_wide(rows, owners, self._layout)
+
+    @property
+    def _layout(self) -> PersonLayout:
+        return self.encoder_.layout
 
     # ------------------------------------------------------------------ audit
     def audit(self, train: str | Path | pd.DataFrame | None, holdout: str | Path | pd.DataFrame,
@@ -170,16 +228,23 @@ class Synthesizer:
         members = self._train if train is None else self._read_rows(train, "train")
         others = self._read_rows(holdout, "holdout")
         if synthetic is None:
-            scored = to_model_space(self._draw(audit_sample_rows(self.n_public_,
-                                                                 self.policy.audit)), self.schema_)
+            scored = self._model_records(*self._draw(audit_sample_rows(self.n_public_,
+                                                                       self.policy.audit)))
+        elif self.per_person:
+            raise PrivsynthError("Synthesizer.audit(synthetic=...) is row-level only; under "
+                                 "privacy.unit: person leave synthetic=None (fresh persons)")
         else:
             scored = to_model_space(self._read_rows(synthetic, "synthetic"), self.schema_)
         return self._run_audit(members, others, scored)
 
     def _run_audit(self, train: pd.DataFrame, holdout: pd.DataFrame,
                    synthetic: pd.DataFrame) -> AuditResult:
+        seed = self._rng.seed_int("audit")
+        if self.per_person:
+            return run_person_audit(train, holdout, synthetic, self._layout, self.schema_,
+                                    self.policy.audit, seed=seed)
         return pipeline.run_audit(train, holdout, synthetic, self.schema_, self.policy.audit,
-                                  seed=self._rng.seed_int("audit"))
+                                  seed=seed)
 
     def _read_rows(self, table: str | Path | pd.DataFrame, role: str) -> pd.DataFrame:
         """A table the audit reads (header checked against the policy, cells prepared as at
@@ -196,8 +261,9 @@ class Synthesizer:
             pipeline.check_header(table, policy)
         except PrivsynthError as exc:
             raise type(exc)(f"{role}: {exc}") from None
-        return prepare_table(pipeline.read_table(table, policy), policy).frame \
-            .reset_index(drop=True)
+        raw = pipeline.read_table(table, policy)
+        prepared = prepare_table(raw, policy).frame.reset_index(drop=True)
+        return self._records(raw, prepared, self._rng)[0]
 
     # ------------------------------------------------------------------ release
     def release(self, out: str | Path | None = None, *,
@@ -223,23 +289,26 @@ class Synthesizer:
         train = self._train
         own = self._holdout if holdout is None else self._read_rows(holdout, "holdout")
         n_audit = audit_sample_rows(n_public, policy.audit)
-        audited = self._draw(n_audit)
-        synthetic = audited.iloc[:n_public].reset_index(drop=True)
-        audited = to_model_space(audited, self.schema_)
+        decoded, owners = self._draw(n_audit)
+        keep = slice(None, n_public) if owners is None else owners < n_public
+        synthetic = decoded[keep].reset_index(drop=True)
+        audited = self._model_records(decoded, owners)
         audit = self._run_audit(train, own, audited)
         decision = decide(audit, policy.audit.thresholds,
                           dp_claim=pipeline.dp_claim(self._spend, policy, rng.mode),
                           require_dp_claim=policy.audit.require_dp_claim,
                           attacks_requested=policy.audit.attacks,
                           development_run=rng.mode == "dev-seed")
-        output = pipeline._output_table(synthetic, self._pseudonymized, policy, rng)
+        output = self._output(synthetic, None if owners is None else owners[keep])
         manifest = build_manifest(
             release_id=self.release_id_, policy=policy, spend=self._spend, schema=self.schema_,
-            synthetic_rows=len(output), seed_mode=rng.mode, column_actions=self._actions)
+            synthetic_rows=len(output), seed_mode=rng.mode, column_actions=self._actions,
+            synthetic_persons=n_public if self.per_person else None)
         run_record = build_run_record(
             release_id=self.release_id_, n_train=len(train), n_holdout=len(own), n_audit=n_audit,
             decision=decision, reservations=self.reservations_, seed_mode=rng.mode,
-            ledger_location=self._ledger_location, ledger_head=self._ledger_head)
+            ledger_location=self._ledger_location, ledger_head=self._ledger_head,
+            contribution_bound=self._bound_facts)
         report = pipeline._report(manifest, run_record, self._actions, audit, decision,
                                   self.schema_)
         split = self._split if holdout is None else _given_split(self.release_id_)
@@ -331,9 +400,11 @@ def _row_count(n: object) -> int:
 
 
 def _split(frame: pd.DataFrame, holdout_fraction: float | None, rng: RandomSource,
-           release_id: str) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, Any] | None]:
-    """(train, holdout, split record). The record holds row positions (0-based, in the table's
-    order) and the table's row count: keys for the controller, never a cell value."""
+           release_id: str, unit: str = "row"
+           ) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, Any] | None]:
+    """(train, holdout, split record). The record holds record positions (0-based: rows in the
+    table's order, or under ``unit: person`` persons in order of their first row) and their
+    count: keys for the controller, never a cell value."""
     if holdout_fraction is None:
         return frame.reset_index(drop=True), None, None
     positions = pd.DataFrame({"row": range(len(frame))})
@@ -344,7 +415,7 @@ def _split(frame: pd.DataFrame, holdout_fraction: float | None, rng: RandomSourc
     record = {"format": SPLIT_FORMAT, "release_id": release_id, "mode": "split",
               "notice": "INTERNAL: which rows of the released-from table were training rows "
                         "(members) and which the audit's holdout. Never share this file.",
-              "table_rows": len(frame),
+              "unit": unit, "table_rows" if unit == "row" else "table_persons": len(frame),
               "holdout_positions": [int(i) for i in holdout_pos["row"]]}
     return train, holdout, record
 

@@ -56,6 +56,7 @@ def save_generator(generator: Generator, encoder: TableEncoder, folder: str | Pa
         "encoder": [_encoder_to_dict(e) for e in encoder.encoders],
         "relations": [r.model_dump(mode="json", by_alias=True) for r in encoder.relations],
         "charges": [c.to_dict() for c in getattr(generator, "charges_", [])],
+        "max_rows_per_person": getattr(encoder, "max_rows", None),  # unit: person
     }
     torch.save(state, out / WEIGHTS_FILE)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
@@ -75,6 +76,10 @@ def load_generator(folder: str | Path, *, device: str | torch.device = "cpu"
     generator.charges_ = [Charge(**c) for c in config["charges"]]
     relations = TypeAdapter(list[Relation]).validate_python(config.get("relations", []))
     encoder = TableEncoder([_encoder_from_dict(e) for e in config["encoder"]], relations)
+    if config.get("max_rows_per_person"):
+        from privsynth.encoding.person_encoder import PersonEncoder  # noqa: PLC0415
+
+        encoder = PersonEncoder(encoder, int(config["max_rows_per_person"]))
     return generator, encoder
 
 

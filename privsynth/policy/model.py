@@ -203,14 +203,45 @@ class BudgetPolicy(_Frozen):
         return data
 
 
+class PersonUnit(_Frozen):
+    """Who one DP "neighbour" is when a person has many rows (``privacy.unit: person``).
+
+    ``id`` names the identifier column (rule ``drop`` or ``pseudonymize``: never modelled, never
+    released; a pseudonymized id is re-drawn per *synthetic person*). ``max_rows`` is the
+    contribution bound k, chosen by the policy and never from the data: a person's rows beyond k
+    are dropped at random, by draws that read no other person's data. ``order_by`` names a
+    modelled numeric, integer or datetime column (visit day, year) that orders a person's rows;
+    without it the kept rows stay in table order.
+    """
+
+    id: Annotated[str, Field(min_length=1)]
+    max_rows: Annotated[int, Field(ge=1, le=64)]
+    order_by: str | None = None
+
+
 class PrivacyPolicy(_Frozen):
-    """Epsilon and delta for one release, and how they are split between stages."""
+    """Epsilon and delta for one release, and how they are split between stages.
+
+    ``unit``: ``row`` (one row is one person: add/remove one row) or ``person`` (add/remove one
+    person with all of their at most ``person.max_rows`` rows; needs ``person``).
+    """
 
     epsilon: Annotated[float, Field(gt=0, le=100)]
     delta: Annotated[float, Field(gt=0, lt=1e-2)] = 1e-6
     accountant: Literal["prv", "rdp"] = "prv"
     encoding_share: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    unit: Literal["row"] = "row"
+    unit: Literal["row", "person"] = "row"
+    person: PersonUnit | None = None
+
+    @model_validator(mode="after")
+    def _unit_needs_person(self) -> PrivacyPolicy:
+        if self.unit == "person" and self.person is None:
+            raise ValueError("privacy.unit: person needs 'person: {id: <identifier column>, "
+                             "max_rows: <rows kept per person>}'")
+        if self.unit == "row" and self.person is not None:
+            raise ValueError("privacy.person is only read with 'unit: person'; set the unit or "
+                             "remove the person block")
+        return self
 
 
 BACKEND_DEFAULTS: dict[str, dict[str, float]] = {
@@ -492,7 +523,25 @@ class Policy(_Frozen):
             )
         check_relations(self.relations, {n: c.kind for n, c in self.columns.items()
                                          if c.modelled})
+        self._check_person(modelled)
         return self
+
+    def _check_person(self, modelled: set[str]) -> None:
+        person = self.privacy.person
+        if person is None:
+            return
+        rule = self.columns.get(person.id)
+        if rule is None or rule.rule not in ("drop", "pseudonymize"):
+            raise ValueError(
+                f"privacy.person.id names '{person.id}', which must be a column of the policy "
+                "with rule drop or pseudonymize (a person's identifier is never modelled nor "
+                f"released): add '{person.id}: {{rule: pseudonymize}}' under columns")
+        order = person.order_by
+        if order is not None and (order not in modelled or self.columns[order].kind not in (
+                "numeric", "integer", "datetime")):
+            raise ValueError(
+                f"privacy.person.order_by names '{order}', which must be a kept numeric, "
+                "integer or datetime column (the visit day or year that orders a person's rows)")
 
     @property
     def dev_mode(self) -> bool:
@@ -509,6 +558,8 @@ class Policy(_Frozen):
         body = self.model_dump(mode="json", exclude={"seed"}, by_alias=True)
         if not body["relations"]:
             del body["relations"]  # policies written before relations keep their digest
+        if body["privacy"].get("person") is None:
+            body["privacy"].pop("person", None)  # and row-level ones before person units
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

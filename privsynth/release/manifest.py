@@ -72,8 +72,7 @@ def guarantee(policy: Policy, spend: PrivacySpend, *, seed_mode: str) -> dict[st
         "claim": (f"({spend.epsilon:.6g}, {spend.delta:.3g})-differential privacy"
                   if seed_mode == "os-entropy" else
                   "none: a seeded development run carries no DP claim"),
-        "unit": UNIT,
-        "neighbouring_relation": RELATION,
+        **_unit(policy),
         "epsilon": spend.epsilon,
         "delta": spend.delta,
         "epsilon_allotted": policy.privacy.epsilon,
@@ -88,10 +87,33 @@ def guarantee(policy: Policy, spend: PrivacySpend, *, seed_mode: str) -> dict[st
     }
 
 
+def _unit(policy: Policy) -> dict[str, Any]:
+    """Who one DP neighbour is: a row, or a person with all of their rows."""
+    person = policy.privacy.person
+    if policy.privacy.unit != "person" or person is None:
+        return {"unit": UNIT, "neighbouring_relation": RELATION}
+    return {
+        "unit": f"one person: all of their rows (at most {person.max_rows}), identified by "
+                f"column '{person.id}'",
+        "neighbouring_relation": "add/remove one person, with all of their rows, of the "
+                                 "training split",
+        "contribution_bound": {
+            "id_column": person.id, "max_rows_per_person": person.max_rows,
+            "order_by": person.order_by,
+            "rule": "a person's rows beyond the bound are dropped at random (independent "
+                    "draws per row, read from that person's rows only)",
+            "rows_cut": "not released (a count of the data that ε does not cover)"},
+    }
+
+
 def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
                    schema: TableSchema, synthetic_rows: int, seed_mode: str,
-                   column_actions: dict[str, str]) -> dict[str, Any]:
+                   column_actions: dict[str, str],
+                   synthetic_persons: int | None = None) -> dict[str, Any]:
     """The public manifest (file hashes are added by the bundle writer)."""
+    persons = {} if synthetic_persons is None else {
+        "synthetic_persons": int(synthetic_persons),
+        "synthetic_persons_source": "the DP person count N̂ (mechanism noisy_count)"}
     return {
         "format": FORMAT,
         "release_id": release_id,
@@ -100,7 +122,9 @@ def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
         "policy": {"name": policy.name, "digest": policy.digest()},
         "privacy": guarantee(policy, spend, seed_mode=seed_mode),
         "synthetic_rows": int(synthetic_rows),
-        "synthetic_rows_source": "the DP row count N̂ (mechanism noisy_count)",
+        "synthetic_rows_source": ("the DP row count N̂ (mechanism noisy_count)" if not persons
+                                  else "the rows of the N̂ synthetic persons (post-processing)"),
+        **persons,
         "schema": schema.to_dict(),
         "columns": column_actions,
         "generator": policy.generator.model_dump(mode="json"),
@@ -111,7 +135,8 @@ def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
 def build_run_record(*, release_id: str, n_train: int, n_holdout: int, n_audit: int, decision,
                      reservations: list[dict[str, Any]], seed_mode: str,
                      ledger_location: str,
-                     ledger_head: dict[str, Any] | None = None) -> dict[str, Any]:
+                     ledger_head: dict[str, Any] | None = None,
+                     contribution_bound: dict[str, int] | None = None) -> dict[str, Any]:
     """The internal record of the run: exact counts, reservations and the decision.
 
     ``ledger_head`` is the ledger's chain head once this release's charges are recorded; the
@@ -129,4 +154,6 @@ def build_run_record(*, release_id: str, n_train: int, n_holdout: int, n_audit: 
         "ledger_head": ledger_head,
         "reservations": reservations,
         "decision": decision.to_dict(),
+        **({} if contribution_bound is None else {
+            "contribution_bound (exact, internal)": contribution_bound}),
     }
