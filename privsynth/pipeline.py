@@ -28,7 +28,7 @@ import torch
 from privsynth.audit.runner import AuditResult, run_audit
 from privsynth.data.schema import TableSchema
 from privsynth.data.table import read_table
-from privsynth.data.persons import PersonLayout, modelled_columns, one_row_per_person
+from privsynth.data.persons import one_row_per_person, person_layout
 from privsynth.encoding.person_encoder import PersonEncoder
 from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder
 from privsynth.errors import DataError, LedgerError, PreflightRefused
@@ -283,9 +283,7 @@ def _fit(train: pd.DataFrame, n_public: int, policy: Policy, budget: EncodingBud
     on one row per person and DP-SGD runs over persons (:mod:`privsynth.data.persons`)."""
     if policy.privacy.unit == "person":
         encoder = PersonEncoder.fit(
-            one_row_per_person(train, PersonLayout(modelled_columns(policy),
-                                                   policy.privacy.person.max_rows),
-                               rng.numpy("person-row")),
+            one_row_per_person(train, person_layout(policy), rng.numpy("person-row")),
             policy, budget, spend, rng.noise("encoding"))
     else:
         encoder = TableEncoder.fit(train, policy, budget, spend, rng.noise("encoding"))

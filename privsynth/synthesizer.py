@@ -163,7 +163,7 @@ class Synthesizer:
         person = self.policy.privacy.person
         return wide_records(prepared.reset_index(drop=True),
                             raw[person.id].reset_index(drop=True), self.policy,
-                            rng.numpy("contribution-bound"))
+                            rng.numpy("contribution-bound").bytes(32))
 
     # ------------------------------------------------------------------ sample
     def sample(self, n: int | None = None) -> pd.DataFrame:

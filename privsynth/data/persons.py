@@ -12,15 +12,19 @@ the guarantee needs no new mechanism:
   year), how values move from one row to the next;
 * the audit's train/holdout split is a split of persons.
 
-**Contribution bounding** keeps at most k rows per person: each row gets an independent
-uniform draw and a person keeps their k rows with the smallest draws. Whether a row is kept
-depends on its own person's rows only, so adding or removing one person changes one record.
+**Contribution bounding** keeps at most k rows per person: each row gets a keyed pseudorandom
+draw, HMAC-SHA256 under a fresh per-release key of (person identifier, the row's rank among
+that person's rows in table order), and a person keeps their k rows with the smallest draws.
+Whether a row is kept depends on its own person's rows and the key only, so adding or removing
+one person changes one record and no other.
 How many rows or persons the bound cut is a function of the data: it stays in the internal run
 record, never in the manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,35 +39,45 @@ ROWS_COLUMN = "rows@person"
 
 @dataclass(frozen=True)
 class PersonLayout:
-    """The wide record's columns: ``rows@person`` then ``<column>@<j>`` for j = 1..k."""
+    """The wide record's columns: ``rows@person``, the person's ``fixed`` columns (once, under
+    their own names), then ``<column>@<j>`` of the other columns for j = 1..k."""
 
     columns: tuple[str, ...]
     max_rows: int
+    fixed: tuple[str, ...] = ()
+
+    @property
+    def varying(self) -> tuple[str, ...]:
+        """The columns that take one value per row (one slot each)."""
+        return tuple(c for c in self.columns if c not in self.fixed)
 
     def slot(self, name: str, j: int) -> str:
-        """The wide column of base column ``name`` in slot ``j`` (1-based)."""
-        return f"{name}@{j}"
+        """The wide column of base column ``name`` in slot ``j`` (1-based); a fixed column has
+        one wide column for every slot."""
+        return name if name in self.fixed else f"{name}@{j}"
 
     def slot_columns(self, j: int) -> list[str]:
-        """Slot ``j``'s wide columns, in base-column order."""
+        """Slot ``j``'s wide columns, in base-column order (fixed ones included)."""
         return [self.slot(c, j) for c in self.columns]
 
     @property
     def names(self) -> list[str]:
         """Every wide column, in order."""
-        out = [ROWS_COLUMN]
+        out = [ROWS_COLUMN, *self.fixed]
         for j in range(1, self.max_rows + 1):
-            out += self.slot_columns(j)
+            out += [self.slot(c, j) for c in self.varying]
         return out
 
     def schema(self, row_schema: TableSchema) -> TableSchema:
-        """The wide record's public schema: k renamed copies of the row schema, plus the row
-        count with its public bounds [1, k]."""
+        """The wide record's public schema: the fixed columns, k renamed copies of the others,
+        plus the row count with its public bounds [1, k]."""
         cols = [ColumnSchema(ROWS_COLUMN, "integer", bounds=(1.0, float(self.max_rows)),
                              bounds_source="policy")]
+        cols += [row_schema[c] for c in self.fixed]
         for j in range(1, self.max_rows + 1):
             cols += [ColumnSchema(self.slot(c.name, j), c.kind, c.bounds, c.domain,
-                                  c.bounds_source, c.domain_source) for c in row_schema.columns]
+                                  c.bounds_source, c.domain_source)
+                     for c in row_schema.columns if c.name not in self.fixed]
         return TableSchema(tuple(cols))
 
 
@@ -77,19 +91,19 @@ def person_keys(ids: pd.Series) -> np.ndarray:
 
 
 def bound_contributions(frame: pd.DataFrame, keys: np.ndarray, max_rows: int,
-                        order_by: str | None, rng: np.random.Generator
+                        order_by: str | None, secret: bytes
                         ) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
     """(kept rows, their person keys, internal facts): at most ``max_rows`` rows per person.
 
-    A person keeps the rows with the ``max_rows`` smallest of independent uniform draws (one per
-    row), then their rows are ordered by ``order_by`` (missing last), then table order. Persons
-    appear in order of their first row. The facts (persons, rows, rows and persons cut) are
-    exact counts: internal only.
+    A person keeps the rows with the ``max_rows`` smallest keyed draws (:func:`row_draws`, under
+    ``secret``), then their rows are ordered by ``order_by`` (missing last), then table order.
+    Persons appear in order of their first row. The facts (persons, rows, rows and persons cut)
+    are exact counts: internal only.
     """
     if len(frame) != len(keys):
         raise DataError("the person identifier column and the table differ in length")
     codes, n_persons = _person_codes(keys)
-    draw = rng.random(len(frame))
+    draw = row_draws(keys, codes, secret)
     order = np.lexsort((draw, codes))
     rank = np.empty(len(frame), dtype=np.int64)
     sorted_codes = codes[order]
@@ -105,6 +119,17 @@ def bound_contributions(frame: pd.DataFrame, keys: np.ndarray, max_rows: int,
              "rows_kept": int(final.size), "rows_cut": int(len(frame) - final.size),
              "persons_cut": int((counts > max_rows).sum())}
     return frame.iloc[final].reset_index(drop=True), keys[final], facts
+
+
+def row_draws(keys: np.ndarray, codes: np.ndarray, secret: bytes) -> np.ndarray:
+    """A pseudorandom draw in [0, 1) per row from (its person's identifier, its rank among that
+    person's rows in table order) under ``secret``: a function of the person's own rows only."""
+    rank = pd.Series(codes).groupby(codes).cumcount().to_numpy()
+    out = np.empty(len(keys))
+    for i, (key, r) in enumerate(zip(keys, rank, strict=True)):
+        mac = hmac.new(secret, f"{key}\x00{r}".encode(), hashlib.sha256).digest()
+        out[i] = int.from_bytes(mac[:7], "big") / 2**56
+    return out
 
 
 def _person_codes(keys: np.ndarray) -> tuple[np.ndarray, int]:
@@ -123,7 +148,9 @@ def to_wide(rows: pd.DataFrame, person: np.ndarray, layout: PersonLayout) -> pd.
     out: dict[str, np.ndarray] = {ROWS_COLUMN: counts.astype(float)}
     slot_of = np.arange(len(rows)) - np.repeat(starts, counts)
     owner = np.repeat(np.arange(n), counts)
-    for name in layout.columns:
+    for name in layout.fixed:  # the person's first kept row
+        out[name] = rows[name].to_numpy()[starts] if n else rows[name].to_numpy()[:0]
+    for name in layout.varying:
         values = rows[name].to_numpy()
         numeric = values.dtype.kind in "fiub"
         for j in range(1, layout.max_rows + 1):
@@ -190,12 +217,19 @@ def modelled_columns(policy) -> tuple[str, ...]:  # noqa: ANN001 - a Policy (imp
     return tuple(n for n, c in policy.columns.items() if c.modelled)
 
 
-def wide_records(prepared: pd.DataFrame, ids: pd.Series, policy,  # noqa: ANN001
-                 rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, int]]:
-    """(one wide record per person, internal bounding facts) from a prepared long table and
-    its raw person identifiers, under the policy's ``privacy.person``."""
+def person_layout(policy) -> PersonLayout:  # noqa: ANN001
+    """The wide layout the policy's ``privacy.person`` asks for."""
     person = policy.privacy.person
-    layout = PersonLayout(modelled_columns(policy), person.max_rows)
+    return PersonLayout(modelled_columns(policy), person.max_rows, tuple(person.fixed))
+
+
+def wide_records(prepared: pd.DataFrame, ids: pd.Series, policy,  # noqa: ANN001
+                 secret: bytes) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(one wide record per person, internal bounding facts) from a prepared long table and
+    its raw person identifiers, under the policy's ``privacy.person``; ``secret`` keys the
+    contribution bound's draws (fresh per release, never stored)."""
+    person = policy.privacy.person
+    layout = person_layout(policy)
     kept, keys, facts = bound_contributions(prepared, person_keys(ids), person.max_rows,
-                                            person.order_by, rng)
+                                            person.order_by, secret)
     return to_wide(kept, keys, layout), facts

@@ -6,8 +6,9 @@ contributes one value to every encoding mechanism, so the mechanisms' sensitivit
 charges, are exactly those of a row-level release: no factor k anywhere in the encoding. The
 number of rows a person has is a column of its own with the public domain 1..k.
 
-The generator sees ``1 + k·F`` slot-index columns (F modelled columns): the row count, then
-slot 1's columns, slot 2's, ...; an empty slot holds each column's missing slot.
+The generator sees ``1 + P + k·V`` slot-index columns: the row count, the P ``fixed`` columns
+(once per person), then slot 1's V other columns, slot 2's, ...; an empty slot holds each
+column's missing slot.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from privsynth.data.persons import ROWS_COLUMN, PersonLayout, row_counts
+from privsynth.data.persons import ROWS_COLUMN, PersonLayout, person_layout, row_counts
 from privsynth.data.schema import TableSchema
 from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder
 from privsynth.policy.model import Policy
@@ -31,6 +32,7 @@ class PersonEncoder:
 
     base: TableEncoder
     max_rows: int
+    fixed: tuple[str, ...] = ()
 
     @classmethod
     def fit(cls, one_row_each: pd.DataFrame, policy: Policy, budget: EncodingBudget,
@@ -39,12 +41,18 @@ class PersonEncoder:
         ``spend`` exactly as :meth:`TableEncoder.fit` does."""
         assert policy.privacy.person is not None
         base = TableEncoder.fit(one_row_each, policy, budget, spend, noise)
-        return cls(base, policy.privacy.person.max_rows)
+        layout = person_layout(policy)
+        return cls(base, layout.max_rows, layout.fixed)
 
     @property
     def layout(self) -> PersonLayout:
         """The wide record's columns."""
-        return PersonLayout(tuple(self.base.schema.names), self.max_rows)
+        return PersonLayout(tuple(self.base.schema.names), self.max_rows, self.fixed)
+
+    def _indices(self) -> tuple[list[int], list[int]]:
+        names = self.base.schema.names
+        fixed = [i for i, n in enumerate(names) if n in self.fixed]
+        return fixed, [i for i in range(len(names)) if i not in fixed]
 
     @property
     def schema(self) -> TableSchema:
@@ -68,34 +76,48 @@ class PersonEncoder:
 
     @property
     def widths(self) -> list[int]:
-        """Slots per generator column: the row count (k), then k copies of the row's."""
-        return [self.max_rows] + self.base.widths * self.max_rows
+        """Slots per generator column: the row count (k), the fixed columns', then k copies
+        of the other columns'."""
+        fixed, varying = self._indices()
+        widths = self.base.widths
+        return ([self.max_rows] + [widths[i] for i in fixed]
+                + [widths[i] for i in varying] * self.max_rows)
 
     def transform(self, wide: pd.DataFrame) -> np.ndarray:
         """(persons, 1 + k·F) slot indices of wide records."""
         layout = self.layout
+        fixed, varying = self._indices()
         blocks = [(row_counts(wide, layout) - 1)[:, None]]
         for j in range(1, self.max_rows + 1):
             slot = wide[layout.slot_columns(j)]
             slot.columns = list(layout.columns)
-            blocks.append(self.base.transform(slot))
+            codes = self.base.transform(slot)
+            if j == 1:
+                blocks.append(codes[:, fixed])
+            blocks.append(codes[:, varying])
         return np.concatenate(blocks, axis=1).astype(np.int64)
 
     def inverse_transform(self, codes: np.ndarray, rng: np.random.Generator
                           ) -> tuple[pd.DataFrame, np.ndarray]:
         """(rows, synthetic person index per row): each record's first ``count`` slots decoded
         as rows (post-processing of DP output), a person's rows contiguous in slot order."""
-        width = len(self.base.encoders)
+        fixed, varying = self._indices()
+        start, width = 1 + len(fixed), len(varying)
         counts = np.clip(codes[:, 0] + 1, 1, self.max_rows)
         parts = []
         for j in range(1, self.max_rows + 1):
             present = np.nonzero(counts >= j)[0]
-            block = codes[present, 1 + (j - 1) * width: 1 + j * width]
+            block = np.empty((present.size, len(self.base.encoders)), dtype=np.int64)
+            block[:, fixed] = codes[present, 1:start]
+            block[:, varying] = codes[present, start + (j - 1) * width: start + j * width]
             decoded = self.base.inverse_transform(block, rng)
             parts.append(decoded.assign(__person=present, __slot=j))
         rows = pd.concat(parts, ignore_index=True).sort_values(["__person", "__slot"],
                                                                kind="stable")
         owners = rows["__person"].to_numpy()
+        first = parts[0]  # every person has slot 1: its fixed values are the person's
+        for name in self.fixed:  # one draw per person, not one per row inside the bin
+            rows[name] = first[name].to_numpy()[owners]
         return rows.drop(columns=["__person", "__slot"]).reset_index(drop=True), owners
 
 

@@ -57,6 +57,7 @@ def save_generator(generator: Generator, encoder: TableEncoder, folder: str | Pa
         "relations": [r.model_dump(mode="json", by_alias=True) for r in encoder.relations],
         "charges": [c.to_dict() for c in getattr(generator, "charges_", [])],
         "max_rows_per_person": getattr(encoder, "max_rows", None),  # unit: person
+        "fixed_per_person": list(getattr(encoder, "fixed", ())),
     }
     torch.save(state, out / WEIGHTS_FILE)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
@@ -79,7 +80,8 @@ def load_generator(folder: str | Path, *, device: str | torch.device = "cpu"
     if config.get("max_rows_per_person"):
         from privsynth.encoding.person_encoder import PersonEncoder  # noqa: PLC0415
 
-        encoder = PersonEncoder(encoder, int(config["max_rows_per_person"]))
+        encoder = PersonEncoder(encoder, int(config["max_rows_per_person"]),
+                                tuple(config.get("fixed_per_person", ())))
     return generator, encoder
 
 

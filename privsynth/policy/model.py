@@ -211,12 +211,16 @@ class PersonUnit(_Frozen):
     contribution bound k, chosen by the policy and never from the data: a person's rows beyond k
     are dropped at random, by draws that read no other person's data. ``order_by`` names a
     modelled numeric, integer or datetime column (visit day, year) that orders a person's rows;
-    without it the kept rows stay in table order.
+    without it the kept rows stay in table order. ``fixed`` lists modelled columns that describe
+    the person, not the row (sex, birth year, treatment arm): they are modelled once per person
+    (from the person's first kept row) and repeated on each synthetic row, which keeps them
+    consistent within a person and makes the model smaller.
     """
 
     id: Annotated[str, Field(min_length=1)]
     max_rows: Annotated[int, Field(ge=1, le=64)]
     order_by: str | None = None
+    fixed: list[str] = Field(default_factory=list)
 
 
 class PrivacyPolicy(_Frozen):
@@ -542,6 +546,11 @@ class Policy(_Frozen):
             raise ValueError(
                 f"privacy.person.order_by names '{order}', which must be a kept numeric, "
                 "integer or datetime column (the visit day or year that orders a person's rows)")
+        odd = [c for c in person.fixed if c not in modelled or c == order]
+        if odd:
+            raise ValueError(
+                f"privacy.person.fixed names {odd}: list kept columns that describe the person "
+                "(constant across their rows), never the order_by column")
 
     @property
     def dev_mode(self) -> bool:
