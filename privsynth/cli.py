@@ -333,7 +333,9 @@ def policy_check(
             for problem in exc.problems:
                 say(f"  - {plain(problem)}")
             continue
-        declared = rows if rows is not None else loaded.dataset.rows
+        from privsynth.pipeline import public_records  # noqa: PLC0415
+
+        declared = rows if rows is not None else public_records(loaded)
         say(f"[green]ok[/] {plain(path)}: policy '{plain(loaded.name)}', "
             f"ε={loaded.privacy.epsilon}, δ={loaded.privacy.delta:g}, charged to population "
             f"'{plain(loaded.dataset.id)}'")
@@ -453,35 +455,57 @@ def budget_register(
     allow_overlap_with: Annotated[list[str] | None, typer.Option(
         help="A registered population this table may overlap (the officer's recorded call).",
     )] = None,
+    person_id: Annotated[str | None, typer.Option(
+        help="The column identifying a person: the population's budget is then per person "
+             "(with --max-rows-per-person).")] = None,
+    max_rows_per_person: Annotated[int | None, typer.Option(
+        help="The most rows one person has in any table of this population (the officer's "
+             "declaration, with --person-id).")] = None,
     ledger: Annotated[str | None, typer.Option(help=_LEDGER_HELP)] = None,
     policy: Annotated[Path | None, typer.Option("--policy", "-p", help=_POLICY_HELP)] = None,
 ) -> None:
     """Register a population once, with its total budget (privacy officer). Stores a keyed
-    sketch of its rows (no value); prints no value and no row count."""
-    from privsynth.privacy.budget_report import (  # noqa: PLC0415
-        register_population,
-        resolve_ledger_location,
-    )
-    from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
+    sketch of its rows (no value); prints no value and no row count. With --person-id and
+    --max-rows-per-person the budget protects a person (docs/ledger.md, "Privacy units")."""
+    from privsynth.privacy.budget_report import resolve_ledger_location  # noqa: PLC0415
+    from privsynth.privacy.ledger import Ledger, unit_text  # noqa: PLC0415
 
     if composition not in ("sum", "accountant"):
         raise _fail(PrivsynthError("--composition must be sum or accountant; got "
                                    f"{clean(composition)!r}"))
+    if (person_id is None) != (max_rows_per_person is None):
+        raise _fail(PrivsynthError("--person-id and --max-rows-per-person go together: give "
+                                   "both for a population protected per person, or neither "
+                                   "for one protected per row"))
     problem = _table_file_problem(data)
     if problem:
         raise _fail(PrivsynthError(problem))
+    say = out_console.print
     try:
         with Ledger.open(resolve_ledger_location(ledger, policy)) as book:
-            register_population(book, out_console, population, data=data,
-                                total_epsilon=total_epsilon, total_delta=total_delta,
-                                officer=officer, note=note, composition=composition,
-                                allow_overlap_with=allow_overlap_with or ())
+            result = book.register(population, total_epsilon=total_epsilon,
+                                   total_delta=total_delta, sketch=book.sketch(data),
+                                   officer=officer, note=note, composition=composition,
+                                   allow_overlap_with=allow_overlap_with or (),
+                                   person_id=person_id, max_rows_per_person=max_rows_per_person)
+            where = book.location
     except PrivsynthError as exc:
         raise _fail(exc) from None
     except (OSError, ValueError) as exc:
         problem = PrivsynthError(f"{clean(data)}: cannot be read as a table "
                                  f"({type(exc).__name__}); give a CSV or Parquet file")
         raise _fail(problem) from None
+    facts = plain(f"total ε={result['total_epsilon']:g}, δ={result['total_delta']:g}, "
+                  f"composition {result['composition']}, "
+                  f"{unit_text(result['person_id'], result['max_rows_per_person'])}")
+    if result["created"]:
+        say(f"[green]registered[/] population '{plain(population)}' in {plain(where)}: "
+            f"{facts}; officer {plain(officer)}")
+        for other in result["allow_overlap_with"]:
+            say(f"[yellow]recorded:[/] the officer accepted an overlap with '{plain(other)}'")
+    else:
+        say(f"[green]already registered[/] population '{plain(population)}' with the same "
+            f"totals, unit and table ({facts}); nothing changed")
     raise typer.Exit(EXIT_OK)
 
 
@@ -519,16 +543,22 @@ def budget_show(
     policy: Annotated[Path | None, typer.Option("--policy", "-p", help=_POLICY_HELP)] = None,
     population: Annotated[str | None, typer.Option(help="Show only this population.")] = None,
 ) -> None:
-    """List registered populations: totals, ε spent, Σδ spent, releases and total changes."""
+    """List registered populations: totals, ε spent, Σδ spent, releases, total changes, and
+    each population's privacy unit (per row, or per person)."""
     from privsynth.privacy.budget_report import (  # noqa: PLC0415
         resolve_ledger_location,
         show_budget,
     )
-    from privsynth.privacy.ledger import Ledger  # noqa: PLC0415
+    from privsynth.privacy.ledger import Ledger, unit_text  # noqa: PLC0415
 
     try:
         with Ledger.open(resolve_ledger_location(ledger, policy), create=False) as book:
-            show_budget(book, out_console, population=population)
+            if show_budget(book, out_console, population=population):
+                for s in book.populations():
+                    if population is None or s["population"] == population:
+                        out_console.print(
+                            f"{plain(s['population'])}: privacy unit "
+                            f"{plain(unit_text(s['person_id'], s['max_rows_per_person']))}")
     except PrivsynthError as exc:
         raise _fail(exc) from None
 

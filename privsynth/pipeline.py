@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 
 from privsynth.audit.runner import AuditResult, run_audit
+from privsynth.data.persons import one_row_per_person, person_layout
 from privsynth.data.schema import TableSchema
 from privsynth.data.table import read_table
-from privsynth.data.persons import one_row_per_person, person_layout
 from privsynth.encoding.person_encoder import PersonEncoder
 from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder
 from privsynth.errors import DataError, LedgerError, PreflightRefused
@@ -174,10 +174,15 @@ def check_header(data: str | Path | pd.DataFrame, policy: Policy) -> None:
         raise DataError("; ".join(problems))
 
 
+def public_records(policy: Policy) -> int | None:
+    """The declared public count of training records: rows, or persons under unit person."""
+    return policy.dataset.persons if policy.privacy.unit == "person" else policy.dataset.rows
+
+
 def check_preflight(policy: Policy) -> None:
     """Refuse, before anything is reserved, a release that the policy alone (and its declared
     public row count ``dataset.rows``) shows would be useless or blocked; log the warnings."""
-    findings = preflight(policy, policy.dataset.rows)
+    findings = preflight(policy, public_records(policy))
     refused = refusals(findings)
     if refused:
         raise PreflightRefused([f.message for f in refused])

@@ -32,12 +32,12 @@ import torch
 import yaml
 
 from privsynth import pipeline
+from privsynth.audit.person import run_person_audit
 from privsynth.audit.runner import AuditResult
 from privsynth.audit.stats import audit_sample_rows
-from privsynth.audit.person import run_person_audit
 from privsynth.data.persons import PersonLayout, to_wide, wide_records
-from privsynth.data.split import train_holdout_split
 from privsynth.data.schema import TableSchema
+from privsynth.data.split import train_holdout_split
 from privsynth.data.table import prepare_table, to_model_space
 from privsynth.encoding.table_encoder import encoding_budget
 from privsynth.errors import PrivsynthError

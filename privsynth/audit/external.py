@@ -99,6 +99,11 @@ def split_by_record(frame: pd.DataFrame, record: dict, holdout: object = None
     """(members, holdout) of ``frame`` as ``record`` says. ``mode: split``: the recorded
     positions are the holdout, every other row a member; ``mode: given``: every row of
     ``frame`` trained and the holdout is the caller's table (returned as None)."""
+    if record.get("unit", "row") != "row":
+        raise PrivsynthError("split.json is of a person-level release (its positions are "
+                             "persons after the contribution bound, whose draws are not kept); "
+                             "`privsynth audit --split` re-audits row-level releases only. The "
+                             "person-level audit is the bundle's report")
     if record.get("mode") == "given":
         if holdout is None:
             raise PrivsynthError("split.json says the release's holdout was the caller's own "

@@ -487,6 +487,9 @@ class DatasetPolicy(_Frozen):
     #: knowledge, never a count read off the table: under add/remove adjacency the exact row
     #: count is private, and the pipeline releases its own DP count N̂ after the reservation.
     rows: Annotated[int, Field(ge=1)] | None = None
+    #: The same for persons, read by pre-flight under ``privacy.unit: person`` (where a
+    #: training record is a person): e.g. "312 patients" from the study's publication.
+    persons: Annotated[int, Field(ge=1)] | None = None
 
 
 class Policy(_Frozen):

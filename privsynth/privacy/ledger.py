@@ -31,6 +31,14 @@ their δ, and every other charge, plus the part of a reservation no recorded cha
 its ε. δ is budgeted in both: the sum of the δ of all reservations and overruns must stay within
 the population's total δ.
 
+Privacy units (``docs/ledger.md``, "Privacy units"). A population is registered per row, or
+*person-keyed*: with the column that identifies a person and the officer's bound K on the rows one
+person has in any table of it. A person-keyed population's budget is at person level. A
+person-level release (``unit="person"``, at most K rows kept per person) is debited ε and δ as
+asked; a row-level release is debited by group privacy, K·ε and K·e^((K-1)ε)·δ. A person-level
+release on a population registered per row is refused: the ledger could not tell what its
+earlier row-level releases cost a person.
+
 Epsilon is stored as integer micro-epsilon (requests rounded *up*, budgets rounded *down*), so the
 budget edge is exact: 100 reservations of 0.01 fill a budget of 1.0, and the 101st is refused.
 δ is summed as exact decimals of its stored text.
@@ -72,7 +80,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +109,10 @@ ANCHOR_SINK_ENV = "PRIVSYNTH_LEDGER_ANCHOR_SINK"
 COMPOSITIONS = ("sum", "accountant")
 ACCOUNTANTS = ("prv", "rdp")
 KINDS = ("register", "set_total", "reserve", "charge", "overrun", "migrate")
+UNITS = ("row", "person")
+MAX_ROWS_PER_PERSON = 10_000
+MAX_NAME_LENGTH = 200
+_GROUP_DELTA_DIGITS = 12  # a group-privacy δ is rounded up to this many significant digits
 DEFAULT_TOTAL_DELTA = 1e-5
 OVERLAP_THRESHOLD = 0.5
 POPULATION_ID = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -185,11 +197,13 @@ def _dec(delta: float | str) -> Decimal:
 class PopulationBudgetExceeded(BudgetExceededError):
     """The ledger refuses a reservation: the population's remaining ε (or δ) is too small.
 
-    ``quantity`` is ``"epsilon"`` or ``"delta"``; ``requested`` / ``remaining`` are in it.
+    ``quantity`` is ``"epsilon"`` or ``"delta"``; ``requested`` / ``remaining`` are in it (at
+    the population's level: for a row-level release on a person-keyed population, what group
+    privacy charges). ``note`` is appended to the message.
     """
 
     def __init__(self, population: str, requested: float, remaining: float,
-                 quantity: str = "epsilon") -> None:
+                 quantity: str = "epsilon", note: str = "") -> None:
         self.dataset = self.population = population
         self.requested = requested
         self.remaining = remaining
@@ -202,13 +216,21 @@ class PopulationBudgetExceeded(BudgetExceededError):
             f"Remaining {sym}={remaining:.6g}, Difference {sym}={requested - remaining:.6g}. "
             f"Lower {key} in the policy, or have the privacy officer raise the population's "
             f"total (a recorded action): `privsynth budget set-total {population} {flag} "
-            "--officer NAME --reason TEXT`."
+            "--officer NAME --reason TEXT`." + (f" {note}" if note else "")
         )
 
 
 @dataclass(frozen=True)
 class Reservation:
-    """A granted reservation: ``epsilon`` and ``delta`` are spent from the moment it exists."""
+    """A granted reservation: ``epsilon`` and ``delta`` are what was debited from the
+    population's budget, spent from the moment it exists.
+
+    ``unit`` is the release's privacy unit (``"row"`` or ``"person"``); ``rows_per_person`` its
+    contribution bound (person level only). ``requested_epsilon`` / ``requested_delta`` are the
+    release's own (ε, δ), at its unit: what its mechanisms may spend (:meth:`Ledger.record_charges`
+    compares charges with them). ``group_factor`` is K for a row-level release on a person-keyed
+    population (debited K·ε and K·e^((K-1)ε)·δ), else 1 (debited as requested).
+    """
 
     reservation_id: str
     population: str
@@ -220,6 +242,27 @@ class Reservation:
     total_epsilon: float
     delta_spent_after: float
     total_delta: float
+    unit: str = "row"
+    rows_per_person: int | None = None
+    requested_epsilon: float | None = None
+    requested_delta: float | None = None
+    group_factor: int = 1
+
+    def __post_init__(self) -> None:
+        if self.requested_epsilon is None:
+            object.__setattr__(self, "requested_epsilon", self.epsilon)
+        if self.requested_delta is None:
+            object.__setattr__(self, "requested_delta", self.delta)
+
+    @property
+    def debited_epsilon(self) -> float:
+        """ε debited from the population's budget (= ``epsilon``)."""
+        return self.epsilon
+
+    @property
+    def debited_delta(self) -> float:
+        """δ debited from the population's budget (= ``delta``)."""
+        return self.delta
 
     @property
     def remaining_after(self) -> float:
@@ -751,15 +794,22 @@ class Ledger:
                  sketch: PopulationSketch | pd.DataFrame, officer: str, note: str = "",
                  composition: str = "sum", accountant: str = "prv",
                  allow_overlap_with: Sequence[str] = (),
-                 overlap_threshold: float = OVERLAP_THRESHOLD) -> dict[str, Any]:
+                 overlap_threshold: float = OVERLAP_THRESHOLD, person_id: str | None = None,
+                 max_rows_per_person: int | None = None) -> dict[str, Any]:
         """Register a population once: its total ε and δ, composition and keyed sketch.
 
-        Refuses an id already registered, unless the totals, composition and table are the
-        same as registered (then nothing is written and the result has ``created: False``, so a
-        documented command can be re-run). Refuses a table that is a near-copy (overlap at least
-        ``overlap_threshold``) of another registered population unless that population is in
-        ``allow_overlap_with``, which is recorded in the entry. Returns :meth:`population`'s
-        summary with ``created``.
+        ``person_id`` and ``max_rows_per_person`` (both or neither) make the population
+        *person-keyed*: the officer declares (a public fact, not read from the data) that each
+        person, identified by column ``person_id``, has at most K = ``max_rows_per_person`` rows
+        in any table of this population. Its budget is then at person level: see
+        :meth:`reserve`. Both are recorded in the chained ``register`` entry.
+
+        Refuses an id already registered, unless the totals, composition, person facts and
+        table are the same as registered (then nothing is written and the result has
+        ``created: False``, so a documented command can be re-run). Refuses a table that is a
+        near-copy (overlap at least ``overlap_threshold``) of another registered population
+        unless that population is in ``allow_overlap_with``, which is recorded in the entry.
+        Returns :meth:`population`'s summary with ``created``.
         """
         _check_population(population)
         total_micro = _check_total_epsilon(total_epsilon)
@@ -767,6 +817,7 @@ class Ledger:
         _check_choice("composition", composition, COMPOSITIONS)
         _check_choice("accountant", accountant, ACCOUNTANTS)
         _check_text(officer=officer)
+        person_id, max_rows_per_person = _check_person(person_id, max_rows_per_person)
         allowed = sorted({str(a) for a in allow_overlap_with})
         if not isinstance(sketch, PopulationSketch):
             sketch = PopulationSketch.from_table(sketch, self.installation_key())
@@ -781,16 +832,23 @@ class Ledger:
                 same = (state["total_epsilon_micro"] == total_micro
                         and _dec(state["total_delta"]) == total_d
                         and state["composition"] == composition
-                        and state["sketch_digest"] == digest)
+                        and state["sketch_digest"] == digest
+                        and state["person_id"] == person_id
+                        and state["max_rows_per_person"] == max_rows_per_person)
                 if same:
                     return {**_summary(population, state, rows), "created": False}
+                asked = ("" if (state["person_id"], state["max_rows_per_person"])
+                         == (person_id, max_rows_per_person)
+                         else f"; asked now: {unit_text(person_id, max_rows_per_person)}")
                 raise LedgerError(
                     f"population '{population}' is already registered (total ε="
                     f"{from_micro(state['total_epsilon_micro']):g}, δ={state['total_delta']:g}, "
-                    f"composition {state['composition']}, by {state['officer']} on "
-                    f"{state['registered_at'][:10]}"
+                    f"composition {state['composition']}, "
+                    f"{unit_text(state['person_id'], state['max_rows_per_person'])}, by "
+                    f"{state['officer']} on {state['registered_at'][:10]}"
                     + ("" if state["sketch_digest"] == digest else ", from a different table")
-                    + "). A population is registered once; a privacy officer changes its total "
+                    + f"{asked}). A population is registered once, and its privacy unit never "
+                    "changes; a privacy officer changes its total "
                     f"with `privsynth budget set-total {population} --total-epsilon E "
                     "--total-delta D --officer NAME --reason TEXT`"
                 )
@@ -817,6 +875,9 @@ class Ledger:
                 "note": note, "sketch_digest": digest,
                 "allow_overlap_with": {p: round(overlaps.get(p, 0.0), 2) for p in allowed},
             }
+            if person_id is not None:
+                details["person_id"] = person_id
+                details["max_rows_per_person"] = max_rows_per_person
             tx.q("INSERT INTO ledger_sketches (population, digest, sketch) VALUES (?, ?, ?)",
                  (population, digest, text))
             tx.append(kind="register", population=population, release_id="",
@@ -861,28 +922,72 @@ class Ledger:
 
     # ------------------------------------------------------------------ releases
     def reserve(self, *, population: str, release_id: str, epsilon: float,
-                delta: float) -> Reservation:
+                delta: float, unit: str = "row",
+                rows_per_person: int | None = None) -> Reservation:
         """Atomically check the population's remaining ε and δ and reserve them for a release.
 
         Call this *before* reading private data. The cap and the composition come only from the
-        population's registration (and recorded ``set_total`` entries). Raises
-        :class:`LedgerError` for an unregistered population or a ledger that does not verify,
-        and :class:`BudgetExceededError` (Requested / Remaining / Difference) when the budget
-        cannot cover the request.
+        population's registration (and recorded ``set_total`` entries). ``epsilon`` and
+        ``delta`` are the release's own, at its privacy ``unit``:
+
+        * ``unit="row"`` (default): on a population registered per row, debited as asked. On a
+          person-keyed population (at most K rows per person), by group privacy the release
+          protects a person at (K·ε, K·e^((K-1)ε)·δ): that is what is debited (ε rounded up to
+          the micro-ε, δ up to 12 significant digits).
+        * ``unit="person"``: ``rows_per_person`` (the release's contribution bound k) is
+          required and at most the population's K; debited as asked. Refused on a population
+          registered per row.
+
+        Raises :class:`LedgerError` for an unregistered population, a unit the population
+        cannot take, or a ledger that does not verify, and :class:`BudgetExceededError`
+        (Requested / Remaining / Difference, at the population's level) when the budget cannot
+        cover the debit.
         """
-        want = to_micro(epsilon, round_up=True)
-        if want <= 0:
+        want_row = to_micro(epsilon, round_up=True)
+        if want_row <= 0:
             raise PrivacyError(f"a reservation needs epsilon > 0. Got {epsilon} instead.")
         if not 0 <= float(delta) < 1 or math.isnan(float(delta)):
             raise PrivacyError(f"delta must be in [0, 1). Got {delta} instead.")
         _check_text(population=population, release_id=release_id)
-        want_delta = _dec(float(delta))
+        if unit not in UNITS:
+            raise LedgerError(f"a reservation's unit is 'row' or 'person' (the policy's "
+                              f"privacy.unit). Got {unit!r} instead.")
+        if unit == "person":
+            if rows_per_person is None:
+                raise LedgerError(
+                    "a person-level reservation (unit='person') needs rows_per_person: the "
+                    "release's contribution bound k (rows kept per person)")
+            rows_per_person = _check_rows("rows_per_person", rows_per_person)
+        elif rows_per_person is not None:
+            raise LedgerError(
+                "rows_per_person is the contribution bound of a person-level release; a "
+                "row-level reservation (unit='row') takes none: give unit='person' with it")
         reservation_id = uuid.uuid4().hex
         with self._write() as tx:  # verifies the ledger (and its anchors) first
             rows = tx.entries(None)
             state = _registrations(rows).get(population)
             if state is None:
                 raise LedgerError(_unregistered(population, self.location))
+            bound = state["max_rows_per_person"]
+            if unit == "person" and bound is None:
+                raise LedgerError(_not_person_keyed(population))
+            if unit == "person" and rows_per_person > bound:
+                raise LedgerError(
+                    f"the release keeps up to {rows_per_person} rows per person, but population "
+                    f"'{population}' is registered with at most {bound} rows per person (column "
+                    f"'{state['person_id']}'): its person-level budget holds only for releases "
+                    f"bounded to {bound}. Set the policy's contribution bound (rows kept per "
+                    f"person) to at most {bound}")
+            factor = bound if unit == "row" and bound is not None else 1
+            want = group_epsilon_micro(epsilon, factor)
+            want_delta = group_delta(epsilon, delta, factor)
+            note = "" if factor == 1 else (
+                f"The release is row-level (ε={float(epsilon):g}, δ={float(delta):g}) and "
+                f"population '{population}' is person-keyed (at most {factor} rows per person, "
+                f"column '{state['person_id']}'): by group privacy it was charged {factor}·ε "
+                f"= {from_micro(want):g} and {factor}·e^({factor - 1}·ε)·δ = "
+                f"{float(want_delta):.3g}. A person-level release (`privacy.unit: person`, at "
+                f"most {factor} rows kept per person) costs ε and δ as asked.")
             own = [r for r in rows if r["population"] == population]
             total = int(state["total_epsilon_micro"])
             total_d = _dec(state["total_delta"])
@@ -893,25 +998,34 @@ class Ledger:
             spent_d = _spent_delta(own)
             if spent + want > total:
                 raise PopulationBudgetExceeded(population, from_micro(want),
-                                               from_micro(max(0, total - spent)))
+                                               from_micro(max(0, total - spent)), note=note)
             if spent_d + want_delta > total_d:
                 raise PopulationBudgetExceeded(population, float(want_delta),
                                                float(max(Decimal(0), total_d - spent_d)),
-                                               quantity="delta")
+                                               quantity="delta", note=note)
             details = {"composition": state["composition"], "total_epsilon_micro": total,
-                       "total_delta": str(total_d), "epsilon": float(epsilon)}
+                       "total_delta": str(total_d), "epsilon": float(epsilon),
+                       "unit": unit, "rows_per_person": rows_per_person,
+                       "requested_epsilon": float(epsilon), "requested_delta": float(delta),
+                       "debited_epsilon": from_micro(want),
+                       "debited_delta": float(want_delta), "group_factor": factor}
             seq = tx.append(kind="reserve", population=population, release_id=release_id,
                             reservation_id=reservation_id, epsilon_micro=want,
-                            delta=float(delta), details=details)
+                            delta=float(want_delta), details=details)
         return Reservation(reservation_id, population, release_id, from_micro(want),
-                           float(delta), seq, from_micro(spent + want), from_micro(total),
-                           float(spent_d + want_delta), float(total_d))
+                           float(want_delta), seq, from_micro(spent + want), from_micro(total),
+                           float(spent_d + want_delta), float(total_d), unit=unit,
+                           rows_per_person=rows_per_person, requested_epsilon=float(epsilon),
+                           requested_delta=float(delta), group_factor=factor)
 
     def record_charges(self, reservation: Reservation, charges: Sequence[Charge]) -> None:
         """Append what actually ran under ``reservation``: one entry per mechanism, in order.
 
-        Never refunds. If the charges add up to more ε or δ than was reserved, an ``overrun``
-        entry charges the difference (the data has been read; the budget may go below zero).
+        Never refunds. The charges are at the release's unit and compared with the release's own
+        (requested) ε and δ. If they add up to more, an ``overrun`` entry charges the difference
+        at the population's level (the data has been read; the budget may go below zero): for a
+        row-level release on a person-keyed population, the group-privacy cost of what ran
+        (K·ε, K·e^((K-1)ε)·δ) minus what was debited.
         Recorded even on a ledger that no longer verifies: what ran is never dropped (the
         reservation was granted on a verified ledger, and the problem stays reported).
         """
@@ -941,18 +1055,33 @@ class Ledger:
             # rounding (each charge's micro-ε entry is rounded up on its own, so summing those
             # would report an overrun of a few micro-ε whenever charges fill a share exactly).
             slack = Decimal("1e-9")
-            over = to_micro(float(used), round_up=True) - int(known["epsilon_micro"])
-            if used <= _dec(from_micro(int(known["epsilon_micro"]))) * (1 + slack):
-                over = 0
-            over_d = used_d - _dec(known["delta"])
-            if used_d <= _dec(known["delta"]) * (1 + slack):
-                over_d = Decimal(0)
+            facts = _details(known)
+            factor = int(facts.get("group_factor", 1))
+            overrun_details: dict[str, Any] = {"reason": "charges exceeded the reservation"}
+            if factor == 1:
+                over = to_micro(float(used), round_up=True) - int(known["epsilon_micro"])
+                if used <= _dec(from_micro(int(known["epsilon_micro"]))) * (1 + slack):
+                    over = 0
+                over_d = used_d - _dec(known["delta"])
+                if used_d <= _dec(known["delta"]) * (1 + slack):
+                    over_d = Decimal(0)
+            else:  # row-level charges, debited at person level by group privacy
+                asked, asked_d = (_dec(float(facts["requested_epsilon"])),
+                                  _dec(float(facts["requested_delta"])))
+                eps_over, d_over = used > asked * (1 + slack), used_d > asked_d * (1 + slack)
+                over, over_d = 0, Decimal(0)
+                if eps_over or d_over:
+                    ran, ran_d = (used if eps_over else asked), (used_d if d_over else asked_d)
+                    over = group_epsilon_micro(float(ran), factor) - int(known["epsilon_micro"])
+                    over_d = group_delta(float(ran), float(ran_d), factor) - _dec(known["delta"])
+                    overrun_details.update(group_factor=factor, charged_epsilon=float(used),
+                                           charged_delta=float(used_d))
             if over > 0 or over_d > 0:
                 tx.append(kind="overrun", population=known["population"],
                           release_id=known["release_id"],
                           reservation_id=reservation.reservation_id,
                           epsilon_micro=max(0, over), delta=float(max(Decimal(0), over_d)),
-                          details={"reason": "charges exceeded the reservation"})
+                          details=overrun_details)
 
     # ------------------------------------------------------------------ reading
     def population(self, population: str) -> dict[str, Any] | None:
@@ -1002,6 +1131,10 @@ class Ledger:
         not covered by recorded charges (a crashed run, or calibration below target) adds as
         reserved. δ is the sum of the δ of all reservations and overruns (which covers δ_A and
         every other charge's δ). So the figure is never below what actually ran.
+
+        A row-level reservation on a person-keyed population (debited K·ε by group privacy)
+        counts as debited, plus its overruns: its charges are row-level, and composing them
+        would not bound a person's loss.
         """
         _check_choice("accountant", accountant, ACCOUNTANTS)
         return _composed(self.entries(population), accountant)
@@ -1088,6 +1221,113 @@ def _check_text(**fields: str) -> None:
             raise LedgerError(f"{name} must be a non-empty string")
 
 
+def _check_rows(name: str, value: int) -> int:
+    """A rows-per-person bound: an integer from 1 to :data:`MAX_ROWS_PER_PERSON`."""
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 1 <= value <= MAX_ROWS_PER_PERSON:
+        raise LedgerError(f"{name} must be an integer from 1 to {MAX_ROWS_PER_PERSON} (rows one "
+                          f"person may have). Got {value!r} instead.")
+    return int(value)
+
+
+def _check_person(person_id: str | None,
+                  max_rows_per_person: int | None) -> tuple[str | None, int | None]:
+    """A registration's person facts: both or neither; a short column name and a bound K."""
+    if (person_id is None) != (max_rows_per_person is None):
+        raise LedgerError(
+            "a person-keyed population needs both its person id column and its bound on rows "
+            "per person (--person-id COL --max-rows-per-person K); give both, or neither for a "
+            "population protected per row")
+    if person_id is None:
+        return None, None
+    _check_text(person_id=person_id)
+    if len(person_id) > MAX_NAME_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in person_id):
+        raise LedgerError(f"person_id must be a column name of at most {MAX_NAME_LENGTH} "
+                          "characters, without control characters")
+    return person_id, _check_rows("max_rows_per_person", max_rows_per_person)
+
+
+def unit_text(person_id: str | None, max_rows_per_person: int | None) -> str:
+    """A population's privacy unit, as ``budget show`` and messages say it."""
+    if person_id is None:
+        return "per row"
+    return f"per person: column {person_id}, at most {max_rows_per_person} rows"
+
+
+def _not_person_keyed(population: str) -> str:
+    return (f"population '{population}' was not registered with its person id, so it is "
+            "protected per row: the ledger cannot tell what its earlier row-level releases cost "
+            "one person, and a person-level release (privacy.unit: person) cannot be budgeted "
+            "on it. Release it per row (privacy.unit: row), or have the privacy officer "
+            "register a person-keyed population (a population is registered once, so under a "
+            f"new id): `privsynth budget register ID --person-id COL --max-rows-per-person K "
+            "--total-epsilon E --total-delta D --data FILE --officer NAME`")
+
+
+def group_epsilon_micro(epsilon: float, factor: int) -> int:
+    """Micro-ε debited for ``epsilon`` at group size ``factor``: K·ε, rounded up."""
+    return to_micro(Decimal(repr(float(epsilon))) * int(factor), round_up=True)
+
+
+def group_delta(epsilon: float, delta: float, factor: int) -> Decimal:
+    """δ debited for an (ε, δ) release at group size K = ``factor``: K·e^((K-1)ε)·δ, rounded up
+    to 12 significant digits (decimal arithmetic: the same on every machine, so
+    :meth:`Ledger.verify` can recompute it). ``delta`` itself when K is 1; infinite when the
+    factor overflows."""
+    d = _dec(float(delta))
+    if int(factor) == 1 or d == 0:
+        return d
+    with localcontext() as ctx:
+        ctx.prec = 40
+        exponent = (int(factor) - 1) * Decimal(repr(float(epsilon)))
+        if exponent > 700:
+            return Decimal("Infinity")
+        value = int(factor) * exponent.exp() * d
+        step = Decimal(1).scaleb(value.adjusted() - (_GROUP_DELTA_DIGITS - 1))
+        return value.quantize(step, rounding=ROUND_CEILING)
+
+
+def _unit_problem(row: dict[str, Any], bound: int | None) -> str | None:
+    """Why a ``reserve`` entry's debit breaks its unit rule, given its population's K
+    (``None``: registered per row); ``None`` when it keeps it."""
+    try:
+        d = _details(row)
+        if "unit" not in d:
+            # A reservation from before privacy units: row level, debited as asked.
+            return None if bound is None else \
+                "a reservation of a person-keyed population that records no unit"
+        unit, factor = d["unit"], int(d["group_factor"])
+        asked, asked_d = float(d["requested_epsilon"]), float(d["requested_delta"])
+        micro, debited_d = int(row["epsilon_micro"]), _dec(str(row["delta"]))
+    except (ValueError, KeyError, TypeError):
+        return "a reservation whose unit facts are missing or malformed"
+    if unit == "person":
+        if bound is None:
+            return ("a person-level reservation of a population registered per row (no person "
+                    "id); the ledger refuses those")
+        rows = d.get("rows_per_person")
+        if isinstance(rows, bool) or not isinstance(rows, int) or not 1 <= rows <= bound:
+            return (f"a person-level reservation keeping {rows!r} rows per person, beyond the "
+                    f"registered bound of {bound}")
+        expected = 1
+    elif unit == "row":
+        expected = bound if bound is not None else 1
+    else:
+        return f"a reservation with unknown unit {unit!r}"
+    if factor != expected:
+        return (f"its group factor is {factor}, but the unit rule gives {expected} (a {unit}-"
+                f"level release on a population registered "
+                f"{'per row' if bound is None else f'with at most {bound} rows per person'})")
+    if micro != group_epsilon_micro(asked, expected):
+        return (f"it debits ε={from_micro(micro):g}, but the unit rule gives "
+                f"{from_micro(group_epsilon_micro(asked, expected)):g} ({expected}·ε for "
+                f"ε={asked:g})")
+    if debited_d != group_delta(asked, asked_d, expected):
+        return (f"it debits δ={float(debited_d):.6g}, but the unit rule gives "
+                f"{float(group_delta(asked, asked_d, expected)):.6g}")
+    return None
+
+
 def _details(row: dict[str, Any]) -> dict[str, Any]:
     details = row["details"]
     return json.loads(details) if isinstance(details, str) else details
@@ -1105,6 +1345,8 @@ def _registrations(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 "accountant": d.get("accountant", "prv"), "officer": d["officer"],
                 "note": d.get("note", ""), "sketch_digest": d["sketch_digest"],
                 "allow_overlap_with": d.get("allow_overlap_with", {}),
+                "person_id": d.get("person_id"),
+                "max_rows_per_person": d.get("max_rows_per_person"),
                 "registered_at": r["ts"], "changes": [],
             }
         elif r["kind"] == "set_total" and r["population"] in out:
@@ -1137,6 +1379,7 @@ def _summary(population: str, state: dict[str, Any],
         "officer": state["officer"], "note": state["note"],
         "registered_at": state["registered_at"], "sketch_digest": state["sketch_digest"],
         "allow_overlap_with": dict(state["allow_overlap_with"]),
+        "person_id": state["person_id"], "max_rows_per_person": state["max_rows_per_person"],
         "changes": list(state["changes"]), "releases": releases,
         "spent_epsilon": spent, "spent_epsilon_sum": spent_sum, "spent_delta": spent_d,
         "remaining_epsilon": max(0.0, total - spent),
@@ -1158,6 +1401,7 @@ def _composed(rows: Sequence[dict[str, Any]], accountant: str) -> tuple[float, f
 
     reserved: dict[str, int] = {}
     charged: dict[str, int] = {}
+    grouped: set[str] = set()  # row-level reservations debited by group privacy
     pure_micro = 0
     history: list[tuple[float, float, int]] = []
     delta_a = Decimal(0)
@@ -1165,6 +1409,13 @@ def _composed(rows: Sequence[dict[str, Any]], accountant: str) -> tuple[float, f
         rid = r["reservation_id"]
         if r["kind"] == "reserve":
             reserved[rid] = reserved.get(rid, 0) + int(r["epsilon_micro"])
+            if int(_details(r).get("group_factor", 1)) > 1:
+                grouped.add(rid)
+        elif rid in grouped:
+            # Its charges are row-level: composing them says nothing of a person's loss. The
+            # reservation counts as debited (K·ε), plus any overrun (also at person level).
+            if r["kind"] == "overrun":
+                pure_micro += int(r["epsilon_micro"])
         elif r["kind"] == "charge":
             charged[rid] = charged.get(rid, 0) + int(r["epsilon_micro"])
             details = _details(r)
@@ -1179,7 +1430,7 @@ def _composed(rows: Sequence[dict[str, Any]], accountant: str) -> tuple[float, f
                 pure_micro += int(r["epsilon_micro"])
         # overrun entries are covered: their charges are already counted above
     for rid, micro in reserved.items():
-        pure_micro += max(0, micro - charged.get(rid, 0))
+        pure_micro += micro if rid in grouped else max(0, micro - charged.get(rid, 0))
     composed = history_epsilon(history, delta=float(delta_a), accountant=accountant) \
         if history else 0.0
     return composed + from_micro(pure_micro), float(_spent_delta(rows))
@@ -1196,6 +1447,7 @@ def _verify(rows: Sequence[dict[str, Any]], head_hash: str | None, head_count: s
     problems: list[str] = []
     prev = GENESIS
     registered: dict[str, str] = {}
+    bounds: dict[str, int | None] = {}  # population -> its K (None: registered per row)
     reservations: dict[str, str] = {}
     migration = next((i for i, r in enumerate(rows) if r["kind"] == "migrate"), None)
     if migration is None and wrapped_sketch_key:
@@ -1237,14 +1489,26 @@ def _verify(rows: Sequence[dict[str, Any]], head_hash: str | None, head_count: s
                 entry_problems.append(f"entry {seq}: population '{population}' registered twice")
             else:
                 try:
-                    registered[population] = _details(row)["sketch_digest"]
+                    facts = _details(row)
+                    registered[population] = facts["sketch_digest"]
                 except (ValueError, KeyError, TypeError):
                     entry_problems.append(f"entry {seq}: a registration without a sketch digest")
+                else:
+                    try:
+                        bounds[population] = _check_person(
+                            facts.get("person_id"), facts.get("max_rows_per_person"))[1]
+                    except LedgerError as exc:
+                        bounds[population] = None
+                        entry_problems.append(f"entry {seq}: a registration with malformed "
+                                              f"person facts ({exc})")
         elif population not in registered:
             entry_problems.append(f"entry {seq}: a {kind} entry for population "
                                   f"'{population}', which is not registered before it")
         elif kind == "reserve":
             reservations[row["reservation_id"]] = population
+            broken = _unit_problem(row, bounds.get(population))
+            if broken:
+                entry_problems.append(f"entry {seq}: {broken}")
         elif kind in ("charge", "overrun") and \
                 reservations.get(row["reservation_id"]) != population:
             entry_problems.append(f"entry {seq}: a {kind} entry without an earlier reservation "

@@ -387,7 +387,22 @@ def _policy_problems(manifest: dict, policy) -> list[str]:
     if privacy["delta"] > policy.privacy.delta * (1 + 1e-9):
         problems.append(f"δ {privacy['delta']!r} exceeds the given policy's "
                         f"{policy.privacy.delta!r}")
-    return problems
+    return problems + _unit_problems(privacy, policy)
+
+
+def _unit_problems(privacy: dict, policy) -> list[str]:
+    """The unit the manifest states is the given policy's: a person-level policy's id column
+    and bound k, or one row."""
+    bound = privacy.get("contribution_bound")
+    person = policy.privacy.person if policy.privacy.unit == "person" else None
+    if person is None:
+        return [] if bound is None else [
+            "the manifest states a person-level unit; the given policy is row-level"]
+    if not isinstance(bound, dict) or (bound.get("id_column"), bound.get(
+            "max_rows_per_person")) != (person.id, person.max_rows):
+        return [f"the manifest's unit is not the given policy's (one person by column "
+                f"'{person.id}', at most {person.max_rows} rows)"]
+    return []
 
 
 def _manifest_file_problems(public: Path, manifest: dict) -> list[str]:
