@@ -192,8 +192,10 @@ def preflight(policy: Policy, rows: int | None) -> list[Finding]:
             "warn", "rows_not_declared",
             "no public row count declared: the checks that depend on the table's size (DP "
             "thresholds and bounds vs rows, DP-SGD noise, the gate's interval widths) were "
-            "skipped; declare an approximate public size as 'dataset.rows' in the policy or "
-            "pass --rows N (never a count read off the table)"))
+            "skipped; declare an approximate public size as "
+            + ("'dataset.persons' (unit: person)" if policy.privacy.unit == "person"
+               else "'dataset.rows'")
+            + " in the policy or pass --rows N (never a count read off the table)"))
         if tau is not None:
             out.append(Finding(
                 "warn", "category_threshold",
