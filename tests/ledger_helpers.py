@@ -28,18 +28,21 @@ TRIGGERS = ("ledger_entries_no_update", "ledger_entries_no_delete",
 
 def registered_ledger(path: str | Path, population: str, frame_or_path: pd.DataFrame | str | Path,
                       total_epsilon: float = 10.0, total_delta: float = 1e-5, *,
-                      composition: str = "sum") -> str:
+                      composition: str = "sum", person_id: str | None = None,
+                      max_rows_per_person: int | None = None) -> str:
     """Open (creating) the ledger at ``path``, register ``population`` with the given totals and
     the table's keyed sketch (a DataFrame, or a CSV/Parquet file read as the CLI reads it), and
     return the ledger location. Re-registering the same population with the same totals and
-    table is a no-op."""
+    table is a no-op. ``person_id`` and ``max_rows_per_person`` (both or neither) register it
+    person-keyed (docs/ledger.md, "Privacy units")."""
     location = str(path)
     table = (read_population_table(frame_or_path) if isinstance(frame_or_path, str | Path)
              else frame_or_path)
     with Ledger.open(location) as book:
         book.register(population, total_epsilon=total_epsilon, total_delta=total_delta,
                       sketch=book.sketch(table), officer="test officer",
-                      composition=composition)
+                      composition=composition, person_id=person_id,
+                      max_rows_per_person=max_rows_per_person)
     return location
 
 

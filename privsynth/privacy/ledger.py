@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -1269,6 +1270,7 @@ def group_epsilon_micro(epsilon: float, factor: int) -> int:
     return to_micro(Decimal(repr(float(epsilon))) * int(factor), round_up=True)
 
 
+@functools.lru_cache(maxsize=4096)  # verify recomputes it for every reservation
 def group_delta(epsilon: float, delta: float, factor: int) -> Decimal:
     """δ debited for an (ε, δ) release at group size K = ``factor``: K·e^((K-1)ε)·δ, rounded up
     to 12 significant digits (decimal arithmetic: the same on every machine, so
