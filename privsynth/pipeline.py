@@ -222,7 +222,14 @@ def dp_claim(spend: PrivacySpend, policy: Policy, seed_mode: str = "os-entropy")
 def _reserve(book: Ledger, population: str, policy: Policy, release_id: str) -> Reservation:
     unit = {}
     if policy.privacy.unit == "person":  # the ledger debits per person (docs/ledger.md)
-        unit = {"unit": "person", "rows_per_person": policy.privacy.person.max_rows}
+        person = policy.privacy.person
+        registered = (book.population(population) or {}).get("person_id")
+        if registered is not None and registered != person.id:
+            raise LedgerError(
+                f"population '{population}' is registered with person column '{registered}', "
+                f"but the policy's privacy.person.id is '{person.id}'; name the registered "
+                "column (one person must mean the same people in every release)")
+        unit = {"unit": "person", "rows_per_person": person.max_rows}
     return book.reserve(population=population, release_id=release_id,
                         epsilon=policy.privacy.epsilon, delta=policy.privacy.delta, **unit)
 

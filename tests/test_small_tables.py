@@ -103,10 +103,10 @@ def test_singling_out_without_queries_is_not_applicable_not_a_failure():
     attacks = ["exact_copy", "singling_out"]
     real = _low_cardinality(1200, 0)
     config = AuditPolicy(attacks=attacks)
-    start = time.perf_counter()
+    # its run time is measured by benchmarks/audit_speed.py, not asserted here (a shared CI
+    # machine under load took 25 s for what takes 3 s alone)
     result = run_audit(real.iloc[:600], real.iloc[600:], _low_cardinality(8000, 1), LOW_SCHEMA,
                        config, seed=0)
-    assert time.perf_counter() - start < 15
     assert not result.errors, result.errors
     na = [n for n in result.not_applicable if n.attack == "singling_out"]
     assert na and "not applicable" in na[0].reason and "queries" in na[0].reason

@@ -258,11 +258,12 @@ def row_hashes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """64-bit hash of each row over ``columns`` (missing == missing), for exact-copy checks."""
     if len(frame) == 0:
         return np.zeros(0, dtype=np.uint64)
-    normal = pd.DataFrame(index=range(len(frame)))
+    normal = {}
     for c in columns:
         s = frame[c].reset_index(drop=True)
         if pd.api.types.is_numeric_dtype(s):
             normal[c] = s.astype(float).round(9).fillna(np.inf)
         else:
             normal[c] = pd.Series(_as_category_strings(s), dtype=object)
+    normal = pd.DataFrame(normal, index=range(len(frame)))  # built at once: wide person records
     return pd.util.hash_pandas_object(normal, index=False).to_numpy(dtype=np.uint64)
