@@ -85,6 +85,7 @@ T_MUT_REL = "tests/test_dp_mutants_release.py"
 T_LEDGER = "tests/test_ledger.py"
 T_PIPE = "tests/test_pipeline.py"
 T_SYNTH = "tests/test_synthesizer.py"
+T_PERSON = "tests/test_person_privacy.py"
 
 DP_SGD = "privsynth/generators/dp_sgd.py"
 GAN = "privsynth/generators/gan.py"
@@ -98,6 +99,7 @@ PIPELINE = "privsynth/pipeline.py"
 SYNTH = "privsynth/synthesizer.py"
 VERIFY = "privsynth/release/verify.py"
 BUNDLE = "privsynth/release/bundle.py"
+PERSONS = "privsynth/data/persons.py"
 
 
 def m(id, area, bug, file, old, new, tests, *, ci=True, more=(), sanity=False) -> Mutant:
@@ -290,8 +292,10 @@ MUTANTS: list[Mutant] = [
       f"{T_MUT_MECH}::test_uniform_bins_do_not_depend_on_the_data", ci=False),
     m("grid-from-data", "encoding", "the fine grid of the quantile histogram spans the data's "
       "min and max, not the bounds", ENC,
-      "    grid = value_grid(schema)\n",
-      "    grid = value_grid(schema)\n"
+      "    grid = value_grid(schema, transform=rule.transform, "
+      "transform_scale=rule.transform_scale)\n",
+      "    grid = value_grid(schema, transform=rule.transform, "
+      "transform_scale=rule.transform_scale)\n"
       "    grid = np.linspace(np.nanmin(values), np.nanmax(values), len(grid))\n",
       f"{T_MUT_MECH}::test_quantile_grid_does_not_depend_on_the_data", ci=False),
     # ------------------------------------------------------------------ ledger
@@ -307,8 +311,8 @@ MUTANTS: list[Mutant] = [
       f"{T_LEDGER}::test_delta_is_budgeted"),
     m("ledger-refund", "ledger", "a run that used less than it reserved (a failed run: "
       "nothing) is refunded the difference", LEDGER,
-      "            if used <= _dec(from_micro(int(known[\"epsilon_micro\"]))) * (1 + slack):\n"
-      "                over = 0\n",
+      "                if used <= _dec(from_micro(int(known[\"epsilon_micro\"]))) * (1 + slack):\n"
+      "                    over = 0\n",
       "",
       f"{T_LEDGER}::test_charges_never_refund_and_overrun_is_charged",
       more=(("if over > 0 or over_d > 0:", "if over != 0 or over_d > 0:"),
@@ -316,9 +320,12 @@ MUTANTS: list[Mutant] = [
     m("ledger-cap-from-policy", "ledger", "reserve takes the cap from the caller (the release "
       "policy) when it names one", LEDGER,
       "    def reserve(self, *, population: str, release_id: str, epsilon: float,\n"
-      "                delta: float) -> Reservation:",
+      "                delta: float, unit: str = \"row\",\n"
+      "                rows_per_person: int | None = None) -> Reservation:",
       "    def reserve(self, *, population: str, release_id: str, epsilon: float,\n"
-      "                delta: float, total_epsilon: float | None = None) -> Reservation:",
+      "                delta: float, unit: str = \"row\",\n"
+      "                rows_per_person: int | None = None,\n"
+      "                total_epsilon: float | None = None) -> Reservation:",
       f"{T_LEDGER}::test_a_policy_cannot_set_or_raise_the_total",
       more=(('            total = int(state["total_epsilon_micro"])\n',
              '            total = (int(state["total_epsilon_micro"]) if total_epsilon is None\n'
@@ -349,8 +356,8 @@ MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ release
     m("exact-row-count-released", "release", "the synthetic table (and the manifest's row "
       "figure) has the exact N rows instead of N̂", SYNTH,
-      "synthetic = audited.iloc[:n_public].reset_index(drop=True)",
-      "synthetic = audited.iloc[:len(train)].reset_index(drop=True)",
+      "keep = slice(None, n_public) if owners is None else owners < n_public",
+      "keep = slice(None, len(train)) if owners is None else owners < n_public",
       f"{T_MUT_REL}::test_the_output_and_manifest_carry_the_dp_row_count", ci=False),
     m("dp-claim-ignores-seed", "release", "the DP claim is granted to a seeded development "
       "run", PIPELINE,
@@ -377,6 +384,47 @@ MUTANTS: list[Mutant] = [
       'return [charge_cost(c["mechanism"], c["params"], c["delta"])',
       'return [(float(c["epsilon"]), float(c["delta"]))',
       f"{T_MUT_REL}::test_verify_recomputes_every_charge"),
+    # ------------------------------------------------------------------ privacy per person
+    m("person-bound-ignored", "per person", "the contribution bound is not applied: every row "
+      "of a person is kept (a person weighs up to all of their rows, not k)", PERSONS,
+      "kept = np.nonzero(rank < max_rows)[0]",
+      "kept = np.arange(len(frame))",
+      f"{T_PERSON}::test_contribution_bound_keeps_at_most_k_rows_per_person"),
+    m("person-encoder-all-rows", "per person", "the person encoder is fitted on every kept row "
+      "instead of one row per person (a person with k rows counts k times in the DP domains, "
+      "bins and quantiles)", PIPELINE,
+      'one_row_per_person(train, person_layout(policy), rng.numpy("person-row"))',
+      "from_wide(train, person_layout(policy))[0]",
+      f"{T_PERSON}::test_encoding_is_fitted_on_one_row_per_person",
+      more=(("from privsynth.data.persons import one_row_per_person, person_layout",
+             "from privsynth.data.persons import from_wide, one_row_per_person, "
+             "person_layout"),)),
+    m("person-split-by-row", "per person", "the audit split is drawn over rows, then the "
+      "persons are built on each side (a person's rows on both sides; the record still says "
+      "person)", SYNTH,
+      "            train, holdout, split = _split(records, holdout_fraction, rng, release_id,\n"
+      "                                           policy.privacy.unit)\n",
+      "            train, holdout, split = _split(records, holdout_fraction, rng, release_id,\n"
+      "                                           policy.privacy.unit)\n"
+      "            if self.per_person and holdout_fraction is not None:\n"
+      "                pid = policy.privacy.person.id\n"
+      "                rows = prepared.frame.reset_index(drop=True).assign(\n"
+      "                    _pid_=raw[pid].reset_index(drop=True).to_numpy())\n"
+      "                tr, ho, split = _split(rows, holdout_fraction, rng, release_id, 'row')\n"
+      "                split = {**split, 'unit': 'person', 'table_persons': len(records)}\n"
+      "                train, holdout = (self._records(\n"
+      "                    side.rename(columns={'_pid_': pid}), side.drop(columns='_pid_'),\n"
+      "                    rng)[0] for side in (tr, ho))\n",
+      f"{T_PERSON}::test_split_is_by_person"),
+    m("person-draws-positional", "per person", "the contribution bound's draws come from a "
+      "positional RNG (row i of the table), not keyed per person: adding a person elsewhere "
+      "changes which rows the others keep", PERSONS,
+      "    rank = pd.Series(codes).groupby(codes).cumcount().to_numpy()\n"
+      "    out = np.empty(len(keys))\n",
+      "    return np.random.default_rng(int.from_bytes(secret[:8], 'big')).random(len(keys))\n"
+      "    rank = pd.Series(codes).groupby(codes).cumcount().to_numpy()\n"
+      "    out = np.empty(len(keys))\n",
+      f"{T_PERSON}::test_adding_or_removing_a_person_keeps_the_others_rows"),
 ]
 
 
