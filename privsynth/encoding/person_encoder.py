@@ -117,7 +117,7 @@ class PersonEncoder:
         owners = rows["__person"].to_numpy()
         first = parts[0]  # every person has slot 1: its fixed values are the person's
         for name in self.fixed:  # one draw per person, not one per row inside the bin
-            rows[name] = first[name].to_numpy()[owners]
+            rows[name] = first[name].iloc[owners].set_axis(rows.index)  # keeps the dtype
         return rows.drop(columns=["__person", "__slot"]).reset_index(drop=True), owners
 
 
