@@ -306,7 +306,8 @@ def _fit(train: pd.DataFrame, n_public: int, policy: Policy, budget: EncodingBud
         expected_batch_size=g.batch_size, epochs=g.epochs, max_grad_norm=g.max_grad_norm,
         learning_rate=g.learning_rate, accountant=policy.privacy.accountant,
         max_physical_batch=g.max_physical_batch, public_rows=n_public)
-    generator = make_generator(g)
+    person = policy.privacy.person if policy.privacy.unit == "person" else None
+    generator = make_generator(g, person=person) if person else make_generator(g)
     generator.fit(encoder.transform(train), encoder.widths, config,
                   generator=rng.torch("training", target), device=target, progress=progress,
                   noise=rng.noise("training"))

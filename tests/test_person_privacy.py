@@ -128,7 +128,8 @@ class RecordingGenerator(Generator):
 @pytest.fixture()
 def recording(monkeypatch) -> list[dict]:
     RecordingGenerator.seen = []
-    monkeypatch.setattr(pipeline, "make_generator", lambda config: RecordingGenerator())
+    monkeypatch.setattr(pipeline, "make_generator",
+                        lambda config, person=None: RecordingGenerator())
     return RecordingGenerator.seen
 
 
@@ -654,3 +655,87 @@ def test_person_release_on_a_row_population_is_refused_before_reading(monkeypatc
     with pytest.raises(LedgerError) as caught:
         pipeline.synthesize(table, policy_of(spec()), ledger=ledger)
     assert "--person-id" in str(caught.value)
+
+
+# ---------------------------------------------------------------------- the person-level VAE
+def _person_vae_update(codes: np.ndarray, widths: list[int], clip: float):
+    """One σ = 0, q = 1 DP-SGD step of the PersonVAE module (slots as a sequence axis)."""
+    from privsynth.generators.person_vae import PersonVAE
+
+    gen = PersonVAE(max_rows=K, n_fixed=len(policy_of(spec()).privacy.person.fixed),
+                    hidden=[16], latent_dim=4, kl_weight=0.2)
+    torch.manual_seed(0)
+    module = gen._module(widths)
+    start = torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+    n = len(codes)
+    config = DPSGDConfig(epsilon=1.0, delta=1e-5, expected_batch_size=n, epochs=1,
+                         max_grad_norm=clip, learning_rate=1.0, public_rows=n)
+    plan = DPSGDPlan(n_rows=n, sample_rate=1.0, steps=1, noise_multiplier=0.0)
+    trainer = DPSGDTrainer(module, plan, config, generator=torch.Generator().manual_seed(1),
+                           device=torch.device("cpu"), optimizer=torch.optim.SGD)
+
+    def loss_fn(model, batch):
+        return model(*gen._parts(batch), torch.zeros(len(batch), 4))
+
+    trainer.step(torch.as_tensor(codes, dtype=torch.long), loss_fn)
+    end = torch.cat([p.detach().flatten() for p in trainer.unwrapped().parameters()])
+    return gen, module, (start - end) * plan.expected_batch_size, trainer
+
+
+def _person_codes(extra_person: bool = True):
+    policy = policy_of(spec(seed=3))
+    table = visits(60)
+    if extra_person:
+        table = pd.concat([table, pd.DataFrame({
+            "pid": "BIG", "sex": "m", "age": 39, "day": [30] * K, "lab": [9] * K,
+            "arm": "c"})], ignore_index=True)
+    rng = RandomSource(3)
+    wide, _ = wide_records(prepare_table(table, policy).frame, table["pid"], policy, SECRET)
+    encoder = PersonEncoder.fit(one_row_per_person(wide, person_layout(policy), rng.numpy("p")),
+                                policy, encoding_budget(policy), PrivacySpend(), rng.noise("e"))
+    return encoder.transform(wide), encoder.widths
+
+
+def test_person_vae_clips_a_whole_person_to_c():
+    """The shared row decoder sees a person's slots as a sequence axis: Opacus' ghost norm must
+    be the norm of the person's whole gradient (all slots), and adding the person moves the
+    summed clipped update by at most C."""
+    clip = 0.05
+    codes, widths = _person_codes()
+    big = len(codes) - 1
+    gen, _, with_person, trainer = _person_vae_update(codes, widths, clip)
+    assert trainer.last_norms.numel() == len(codes)  # one norm per person, not per row
+    _, _, without, _ = _person_vae_update(np.delete(codes, big, axis=0), widths, clip)
+    assert 0.5 * clip < float((with_person - without).norm()) <= clip * (1 + 1e-4)
+
+    # the ghost norm is the true per-person gradient norm (autograd on that person alone)
+    torch.manual_seed(0)
+    fresh = gen._module(widths)  # the same initial weights as the trainer's
+    one = torch.as_tensor(codes[big:big + 1], dtype=torch.long)
+    loss = fresh(*gen._parts(one), torch.zeros(1, 4)).sum()
+    grads = torch.autograd.grad(loss, [p for p in fresh.parameters()])
+    true_norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads)))
+    assert float(trainer.last_norms[big]) == pytest.approx(true_norm, rel=1e-3)
+
+
+def test_person_vae_ignores_empty_slots():
+    """An empty slot costs nothing: changing what an absent slot holds leaves a person's loss
+    unchanged; changing a present slot changes it."""
+    from privsynth.generators.person_vae import PersonVAE
+
+    codes, widths = _person_codes(extra_person=False)
+    gen = PersonVAE(max_rows=K, n_fixed=len(policy_of(spec()).privacy.person.fixed),
+                    hidden=[16], latent_dim=4)
+    torch.manual_seed(0)
+    module = gen._module(widths)
+    short = next(i for i in range(len(codes)) if codes[i, 0] < K - 1)  # fewer than k rows
+    batch = torch.as_tensor(codes[short:short + 1], dtype=torch.long)
+    base = module(*gen._parts(batch), torch.zeros(1, 4))
+    person, rows, mask = gen._parts(batch)
+    absent = int(mask[0].sum())  # first empty slot
+    edited = rows.clone()
+    edited[0, absent] = (edited[0, absent] + 1) % torch.tensor(gen._split_widths(widths)[1])
+    assert torch.allclose(module(person, edited, mask, torch.zeros(1, 4)), base)
+    edited = rows.clone()
+    edited[0, 0] = (edited[0, 0] + 1) % torch.tensor(gen._split_widths(widths)[1])
+    assert not torch.allclose(module(person, edited, mask, torch.zeros(1, 4)), base)

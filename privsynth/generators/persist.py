@@ -93,6 +93,10 @@ def _params(generator: Generator) -> dict[str, Any]:
     if generator.name == "vae":
         return {"hidden": list(generator.hidden), "latent_dim": int(generator.latent_dim),
                 "kl_weight": float(generator.kl_weight)}
+    if generator.name == "person_vae":
+        return {"hidden": list(generator.hidden), "latent_dim": int(generator.latent_dim),
+                "kl_weight": float(generator.kl_weight), "max_rows": generator.max_rows,
+                "n_fixed": generator.n_fixed}
     raise PrivacyError(f"no saver for backend {generator.name!r}")
 
 
@@ -111,6 +115,15 @@ def _rebuild(config: dict[str, Any], state: dict[str, torch.Tensor],
 
         generator = DPVAE(**params)
         module = VAEModule(widths, generator.hidden, generator.latent_dim, generator.kl_weight)
+        module.load_state_dict(state)
+        generator.module_ = module.to(device).eval()
+        generator.widths_ = list(widths)
+        return generator
+    if config["backend"] == "person_vae":
+        from privsynth.generators.person_vae import PersonVAE  # noqa: PLC0415
+
+        generator = PersonVAE(**params)
+        module = generator._module(widths)
         module.load_state_dict(state)
         generator.module_ = module.to(device).eval()
         generator.widths_ = list(widths)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from privsynth.generators.base import Generator
 from privsynth.generators.vae import DPVAE
-from privsynth.policy.model import GeneratorPolicy
+from privsynth.policy.model import GeneratorPolicy, PersonUnit
 
 
-def make_generator(config: GeneratorPolicy) -> Generator:
-    """A fresh, unfitted generator for the policy's backend and architecture."""
+def make_generator(config: GeneratorPolicy, person: PersonUnit | None = None) -> Generator:
+    """A fresh, unfitted generator for the policy's backend and architecture; with ``person``
+    (``privacy.unit: person``) the VAE is the person-level one (one latent per person, a row
+    decoder shared by the slots); the GAN models the wide record as it is."""
+    if config.backend == "vae" and person is not None:
+        from privsynth.generators.person_vae import PersonVAE  # noqa: PLC0415
+
+        return PersonVAE(max_rows=person.max_rows, n_fixed=len(person.fixed),
+                         hidden=config.hidden, latent_dim=config.latent_dim,
+                         kl_weight=config.kl_weight)
     if config.backend == "vae":
         return DPVAE(hidden=config.hidden, latent_dim=config.latent_dim,
                      kl_weight=config.kl_weight)
