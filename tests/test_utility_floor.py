@@ -174,3 +174,19 @@ def test_missing_targets_do_not_turn_auc_into_a_lenient_accuracy():
         passed_margin += floor["value"] > floor["baseline"]
         passed_ci += floor["passed"]
     assert passed_ci <= passed_margin and passed_ci <= 3
+
+
+def test_an_unpredictable_target_does_not_block_an_honest_release():
+    """``age`` is drawn independently of every other column: a model trained on the *real*
+    rows cannot beat the trivial one either, so TSTR cannot judge the release and must not
+    block it (the wages panel's log wage from one row per person was such a target: real R²
+    -0.03, a floor of R² > 0 blocked every release at any ε). The marginal floor still
+    applies: a noise-level release with the same target stays blocked."""
+    honest = _population(600, 101)
+    result, decision = _gate(honest, _schema(dp_noise=False), target="age", seed=1)
+    tstr = result.utility["floor"]["tstr"]
+    assert result.utility["tstr"]["real"]["r2"] <= 0, result.utility["tstr"]
+    assert tstr["passed"] and "not_applicable" in tstr, tstr
+    assert "utility_floor" not in decision.reason_codes, decision.reasons
+    _, noise = _gate(_noise_release(600, 2), _schema(dp_noise=True), target="age")
+    assert "utility_floor" in noise.reason_codes

@@ -312,8 +312,28 @@ def utility_floor(schema: TableSchema, holdout: pd.DataFrame, syn: pd.DataFrame,
     }
 
 
+def _real_is_trivial(tstr: dict) -> bool:
+    """True when a model trained on the *real* training rows does not beat the trivial one
+    either (R² ≤ 0, AUC interval reaching 0.5, accuracy at most the majority share): then no
+    synthetic table can meet the floor, and failing it says nothing about the release."""
+    real = tstr.get("real") or {}
+    if tstr.get("metric") == "r2":
+        return real.get("r2") is not None and real["r2"] <= 0
+    if real.get("roc_auc") is not None:
+        low = (real.get("roc_auc_ci") or [real["roc_auc"]])[0]
+        return low is not None and low <= 0.5
+    base = tstr.get("majority_share")
+    return real.get("accuracy") is not None and base is not None and real["accuracy"] <= base
+
+
 def _tstr_floor(tstr: dict, config: UtilityFloor) -> dict:
     syn = tstr.get("synthetic") or {}
+    if _real_is_trivial(tstr):
+        return {"metric": tstr.get("metric"), "value": None, "baseline": None, "passed": True,
+                "not_applicable": "a model trained on the real training rows does not beat "
+                                  "the trivial baseline either: the target is not predictable "
+                                  "from the other columns here, so TSTR cannot judge the "
+                                  "release (the marginal floor still applies)"}
     if tstr.get("metric") == "r2":
         value = syn.get("r2")
         ok = value is not None and value > 0
