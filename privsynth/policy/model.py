@@ -324,18 +324,17 @@ class Thresholds(_Frozen):
       until n is several times larger, and the gate blocks it (fail closed) unless the policy
       raises the limit. A limit of exactly 0 means zero tolerance: pass only if not one
       synthetic row copies a rare training row (an interval can never be below 0).
-    * ``column_value_copy_rate`` (0.04) gates one column at a time: the number of values held
-      by exactly one real row (pooled train and holdout) that some synthetic row reproduces,
-      training ones beyond chance, per synthetic row (the copy rates' excess statistic, each
-      value counted once; ``copies.column_value_copies``). It catches exact values of one
-      high-cardinality column (an amount, a lab value, a date) carried over from training rows
-      into otherwise honest rows, which no whole-row or distance check sees. The interval is
-      Bonferroni-adjusted over the columns tested, so an honest release passes all of them 95%
-      of the time. A column copied wholesale from training rows scores about (distinct
-      unique training values reproduced)/n: 0.06 on German credit's amounts (its smallest
-      case: 500 training rows against 7,683 audited ones), 0.5 on Adult's fnlwgt. The null's
-      sd is about sqrt(m)/n for m values hit: 0.006 on Adult's fnlwgt at n = 4,000, whose
-      Bonferroni upper bound reached 0.023 on a third-split null; 0.04 leaves that room.
+    * ``column_value_copy_rate`` (0.3) gates one column at a time: the share of the column's
+      values held by exactly one real row (pooled train and holdout) that the synthetic table
+      reproduces, training ones beyond chance, ``(a - π m) / ((1 - π) T)`` over the T such
+      values (``copies.column_value_copies``; columns with at least 250 of them are tested). It
+      catches exact values of one high-cardinality column (an amount, a lab value, a date)
+      carried over from training rows into otherwise honest rows, which no whole-row or
+      distance check sees. A column copied from training rows scores about the share of its
+      unique training values reproduced: about 0.5 on German credit's amounts (every training
+      row's value, 7,683 rows drawn from 500). Honest output scores 0 in expectation with sd at
+      most 1/sqrt(T) (0.045 at T = 500); the interval is Bonferroni-adjusted over the tested
+      columns, so an honest release passes all of them 95% of the time.
     * ``dcr_share`` (0.58): the share of synthetic rows nearer a training row than a holdout
       row, averaged over every subsample of the larger set to the size of the smaller (0.5
       exactly under the null; ``copies.dcr``). If a fraction f of the synthetic rows sit on
@@ -408,7 +407,7 @@ class Thresholds(_Frozen):
     mia_tpr_at_1pct_fpr: Annotated[float, Field(ge=0.01, le=1)] = 0.05
     targeted_mia_tpr: Annotated[float, Field(ge=0, le=1)] = 0.2
     targeted_mia_auc: Annotated[float, Field(ge=0.5, le=1)] = 0.7
-    column_value_copy_rate: Annotated[float, Field(ge=0, le=1)] = 0.04
+    column_value_copy_rate: Annotated[float, Field(ge=0, le=1)] = 0.3
 
 
 class UtilityFloor(_Frozen):
@@ -585,6 +584,8 @@ class Policy(_Frozen):
             del body["relations"]  # policies written before relations keep their digest
         if body["privacy"].get("person") is None:
             body["privacy"].pop("person", None)  # and row-level ones before person units
+        if body["dataset"].get("persons") is None:
+            body["dataset"].pop("persons", None)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
