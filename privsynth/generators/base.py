@@ -39,6 +39,14 @@ class Generator(ABC):
     def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
         """Draw ``n`` synthetic rows as slot indices."""
 
+    def _keep_fitted(self, trainer, widths: list[int]) -> None:  # noqa: ANN001 - DPSGDTrainer
+        """Keep what a DP-SGD run leaves: the trained module (hooks removed, eval mode), the
+        widths, the plan and the charge."""
+        self.module_ = trainer.unwrapped().eval()
+        self.widths_ = list(widths)
+        self.plan_ = trainer.plan
+        self.charges_ = [trainer.charge()]
+
 
 def one_hot_blocks(codes: torch.Tensor, offsets: torch.Tensor, total: int) -> torch.Tensor:
     """(B, C) slot indices to a (B, total) concatenation of one-hot blocks, on codes' device."""

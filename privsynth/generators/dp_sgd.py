@@ -237,3 +237,18 @@ class DPSGDTrainer:
     def unwrapped(self) -> torch.nn.Module:
         """The trained module without Opacus hooks (for sampling and saving)."""
         return self.module._module
+
+
+def train_dp_sgd(module: torch.nn.Module, data: torch.Tensor,
+                 loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+                 config: DPSGDConfig, *, generator: torch.Generator, device: torch.device,
+                 progress: Callable[[int, int], None] | None = None) -> DPSGDTrainer:
+    """Calibrate the plan for ``data`` (N̂ when the config has it), run every planned step and
+    return the trainer (``unwrapped()``, ``plan``, ``charge()``): the loop the VAEs share."""
+    plan = DPSGDPlan.calibrate(config, config.plan_rows(len(data)))
+    trainer = DPSGDTrainer(module, plan, config, generator=generator, device=device)
+    for step in range(plan.steps):
+        trainer.step(data, loss_fn)
+        if progress is not None:
+            progress(step + 1, plan.steps)
+    return trainer

@@ -32,7 +32,7 @@ from privsynth.generators.base import (
     sample_blocks,
     seeded_init,
 )
-from privsynth.generators.dp_sgd import DPSGDConfig, DPSGDPlan, DPSGDTrainer
+from privsynth.generators.dp_sgd import DPSGDConfig, train_dp_sgd
 from privsynth.generators.vae import mlp
 from privsynth.privacy.noise import NoiseSource
 
@@ -137,21 +137,13 @@ class PersonVAE(Generator):
         data = torch.as_tensor(codes, dtype=torch.long, device=device)
         with seeded_init(generator):
             module = self._module(widths)
-        plan = DPSGDPlan.calibrate(config, config.plan_rows(len(data)))
-        trainer = DPSGDTrainer(module, plan, config, generator=generator, device=device)
 
         def loss_fn(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
             eps = torch.randn(len(batch), self.latent_dim, generator=generator, device=device)
             return model(*self._parts(batch), eps)
 
-        for step in range(plan.steps):
-            trainer.step(data, loss_fn)
-            if progress is not None:
-                progress(step + 1, plan.steps)
-        self.module_ = trainer.unwrapped().eval()
-        self.widths_ = list(widths)
-        self.plan_ = plan
-        self.charges_ = [trainer.charge()]
+        self._keep_fitted(train_dp_sgd(module, data, loss_fn, config, generator=generator,
+                                       device=device, progress=progress), widths)
         return self
 
     @torch.no_grad()
