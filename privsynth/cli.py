@@ -340,7 +340,9 @@ def policy_check(
             f"ε={loaded.privacy.epsilon}, δ={loaded.privacy.delta:g}, charged to population "
             f"'{plain(loaded.dataset.id)}'")
         findings = preflight(loaded, declared)
-        size = f"{declared} declared rows" if declared is not None else "no declared row count"
+        unit = "persons" if loaded.privacy.unit == "person" else "rows"
+        size = (f"{declared} declared {unit}" if declared is not None
+                else f"no declared {unit[:-1]} count")
         if not findings:
             say(f"  pre-flight ({size}): no problem found")
         for finding in findings:
