@@ -79,7 +79,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import pandas as pd
@@ -174,7 +175,21 @@ def _fmt(x: float) -> str:
 def preflight(policy: Policy, rows: int | None) -> list[Finding]:
     """Predict, from ``policy`` and the declared public ``rows`` alone, every reason the release
     would be useless or blocked whatever the data (rules in the module docstring). Never reads
-    the data."""
+    the data. Under ``privacy.unit: person`` a record is a person: ``rows`` is the declared
+    person count and the messages say persons."""
+    findings = _preflight(policy, rows)
+    if policy.privacy.unit != "person":
+        return findings
+    return [replace(f, message=_per_person(f.message)) for f in findings]
+
+
+def _per_person(message: str) -> str:
+    """A finding's wording for person records ("156 training rows" -> "156 training persons")."""
+    return re.sub(r"\b(training|holdout|train) rows\b", r"\1 persons",
+                  message.replace(" rows give ", " persons give "))
+
+
+def _preflight(policy: Policy, rows: int | None) -> list[Finding]:
     out: list[Finding] = []
     budget = encoding_budget(policy)
     eps_count, delta_count = count_encoding_mechanisms(policy)

@@ -739,3 +739,17 @@ def test_person_vae_ignores_empty_slots():
     edited = rows.clone()
     edited[0, 0] = (edited[0, 0] + 1) % torch.tensor(gen._split_widths(widths)[1])
     assert not torch.allclose(module(person, edited, mask, torch.zeros(1, 4)), base)
+
+
+def test_preflight_counts_persons_under_unit_person():
+    """Pre-flight reads dataset.persons (not rows) and says persons in its findings."""
+    from privsynth.pipeline import public_records
+    from privsynth.preflight import preflight
+
+    spec_ = spec(seed=3)
+    spec_["dataset"].update(rows=4000, persons=300)
+    policy = policy_of(spec_)
+    assert public_records(policy) == 300
+    messages = " ".join(f.message for f in preflight(policy, public_records(policy)))
+    assert "150 training persons" in messages or "150 train" in messages, messages
+    assert "training rows" not in messages and "holdout rows" not in messages
