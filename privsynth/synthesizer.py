@@ -130,9 +130,14 @@ class Synthesizer:
             check_identifiers(raw, policy)
             prepared = prepare_table(raw, policy)
             reservations += pipeline._charge_overlaps(book, data, policy, release_id)
-            records, bound_facts = self._records(raw, prepared.frame, rng)
+            bound_key = rng.numpy("contribution-bound").bytes(32)
+            records, bound_facts = self._records(raw, prepared.frame, bound_key)
             train, holdout, split = _split(records, holdout_fraction, rng, release_id,
                                            policy.privacy.unit)
+            if split is not None and self.per_person:
+                # internal/split.json only: with it the controller rebuilds the same persons
+                # (`privsynth audit --split`); it says which rows were kept, no value
+                split["bound_key"] = bound_key.hex()
             budget = encoding_budget(policy)
             n_public = pipeline.dp_row_count(len(train), budget, spend, rng)
             check_delta(policy.privacy.delta, n_public)
@@ -154,7 +159,7 @@ class Synthesizer:
         """True under ``privacy.unit: person``: records, N̂ and samples are persons."""
         return self.policy.privacy.unit == "person"
 
-    def _records(self, raw: pd.DataFrame, prepared: pd.DataFrame, rng: RandomSource
+    def _records(self, raw: pd.DataFrame, prepared: pd.DataFrame, bound_key: bytes
                  ) -> tuple[pd.DataFrame, dict[str, int] | None]:
         """The training records: the prepared rows, or under ``unit: person`` one wide record
         per person after the contribution bound (:mod:`privsynth.data.persons`)."""
@@ -163,7 +168,7 @@ class Synthesizer:
         person = self.policy.privacy.person
         return wide_records(prepared.reset_index(drop=True),
                             raw[person.id].reset_index(drop=True), self.policy,
-                            rng.numpy("contribution-bound").bytes(32))
+                            bound_key)
 
     # ------------------------------------------------------------------ sample
     def sample(self, n: int | None = None) -> pd.DataFrame:
@@ -263,7 +268,8 @@ class Synthesizer:
             raise type(exc)(f"{role}: {exc}") from None
         raw = pipeline.read_table(table, policy)
         prepared = prepare_table(raw, policy).frame.reset_index(drop=True)
-        return self._records(raw, prepared, self._rng)[0]
+        return self._records(raw, prepared,
+                             self._rng.numpy("contribution-bound").bytes(32))[0]
 
     # ------------------------------------------------------------------ release
     def release(self, out: str | Path | None = None, *,

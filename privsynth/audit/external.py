@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from privsynth.audit.person import run_person_audit
 from privsynth.audit.result import AuditResult
 from privsynth.audit.runner import run_audit
+from privsynth.data.persons import person_layout, wide_records
 from privsynth.data.schema import ColumnSchema, TableSchema
 from privsynth.data.table import prepare_table, read_table, to_model_space
 from privsynth.errors import PrivsynthError
@@ -46,6 +48,8 @@ def audit_tables(train: str | Path | pd.DataFrame, holdout: str | Path | pd.Data
     the whole table the release was made from and the members and holdout are the recorded rows,
     so the release's own audit split is reproduced (``holdout`` only when the record says the
     caller gave one)."""
+    if split is not None and read_split(split).get("unit", "row") == "person":
+        return _person_audit(train, synthetic, policy, read_split(split), dp_claim, label)
     if split is not None:
         real = prepare_table(read_table(train, policy), policy)
         train_frame, holdout_frame = split_by_record(real.frame, read_split(split), holdout)
@@ -77,6 +81,55 @@ def audit_tables(train: str | Path | pd.DataFrame, holdout: str | Path | pd.Data
     return ExternalAudit(result, decision, report)
 
 
+def _person_audit(table: str | Path | pd.DataFrame, synthetic: str | Path | pd.DataFrame,
+                  policy: Policy, record: dict, dp_claim: bool, label: str) -> ExternalAudit:
+    """Re-audit a person-level release from its split record: the same persons (the recorded
+    bound key keeps the same rows), split as recorded, against the released synthetic persons
+    (grouped by their pseudonymous id)."""
+    person = policy.privacy.person
+    if person is None or policy.privacy.unit != "person":
+        raise PrivsynthError("split.json is of a person-level release: give its person-level "
+                             "policy (privacy.unit: person)")
+    key = bytes.fromhex(str(record.get("bound_key", "")))
+    if not key:
+        raise PrivsynthError("split.json has no bound_key: it predates re-audits of "
+                             "person-level releases; the bundle's report is their audit")
+    raw = read_table(table, policy)
+    real = prepare_table(raw, policy)
+    wide, _ = wide_records(real.frame.reset_index(drop=True), raw[person.id].reset_index(
+        drop=True), policy, key)
+    positions = np.asarray(record.get("holdout_positions", []), dtype=np.int64)
+    if record.get("table_persons") != len(wide) or (
+            len(positions) and (positions.min() < 0 or positions.max() >= len(wide))):
+        raise PrivsynthError("the table given with --real does not hold the persons split.json "
+                             "records; give the table the release was made from")
+    held = np.zeros(len(wide), dtype=bool)
+    held[positions] = True
+    syn_raw = read_table(synthetic, policy)
+    if person.id not in syn_raw.columns:
+        raise PrivsynthError(f"the synthetic table has no '{person.id}' column: a person-level "
+                             "re-audit groups its rows by the synthetic person ids")
+    syn_wide, _ = wide_records(prepare_table(syn_raw, policy).frame.reset_index(drop=True),
+                               syn_raw[person.id].reset_index(drop=True), policy, key)
+    schema = audit_schema(policy, real.frame)
+    layout = person_layout(policy)
+    seed = RandomSource(policy.seed).seed_int("audit")
+    result = run_person_audit(wide[~held].reset_index(drop=True),
+                              wide[held].reset_index(drop=True), syn_wide, layout, schema,
+                              policy.audit, seed=seed)
+    decision = decide(result, policy.audit.thresholds, dp_claim=dp_claim,
+                      require_dp_claim=policy.audit.require_dp_claim,
+                      attacks_requested=policy.audit.attacks)
+    report = build_report(
+        scope={"audited_table": label, "dataset_id": policy.dataset.id, "policy": policy.name,
+               "policy_digest": policy.digest(), "unit": "person",
+               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+        columns={"actions": real.actions, "schema": public_schema(schema)},
+        mechanism={"dp_claim": dp_claim, "note": "re-audit of a person-level release"},
+        audit=result, decision=decision, versions=versions())
+    return ExternalAudit(result, decision, report)
+
+
 def read_split(split: str | Path | dict) -> dict:
     """The split record (``internal/split.json``), checked: format, row positions only."""
     if isinstance(split, dict):
@@ -99,11 +152,6 @@ def split_by_record(frame: pd.DataFrame, record: dict, holdout: object = None
     """(members, holdout) of ``frame`` as ``record`` says. ``mode: split``: the recorded
     positions are the holdout, every other row a member; ``mode: given``: every row of
     ``frame`` trained and the holdout is the caller's table (returned as None)."""
-    if record.get("unit", "row") != "row":
-        raise PrivsynthError("split.json is of a person-level release (its positions are "
-                             "persons after the contribution bound, whose draws are not kept); "
-                             "`privsynth audit --split` re-audits row-level releases only. The "
-                             "person-level audit is the bundle's report")
     if record.get("mode") == "given":
         if holdout is None:
             raise PrivsynthError("split.json says the release's holdout was the caller's own "
