@@ -346,6 +346,8 @@ def _report(manifest: dict, run_record: dict, actions: dict, audit: AuditResult,
 
     return build_report(
         scope=_scope(manifest, run_record),
-        columns={"actions": actions, "schema": schema.to_dict()},
+        columns={"actions": actions, "schema": schema.to_dict(),
+                 **({"relations (enforced on every synthetic row)": manifest["relations"]}
+                    if manifest.get("relations") else {})},
         mechanism=manifest["privacy"], audit=audit, decision=decision,
         versions=manifest["versions"])

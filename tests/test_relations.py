@@ -139,3 +139,23 @@ def test_bad_relations_are_policy_errors(relations, message):
     with pytest.raises(PolicyError) as info:
         parse_policy(POLICY.replace("RELATIONS", "relations:\n" + relations))
     assert message in str(info.value)
+
+
+def test_manifest_and_report_list_the_relations(frame):
+    """The declared relations are policy facts a recipient needs (education_num is a function
+    of education in every row): the public manifest and the report state them, one line each."""
+    from privsynth.data.schema import TableSchema
+    from privsynth.release.manifest import build_manifest
+    policy = parse_policy(POLICY.replace("RELATIONS", RELATIONS))
+    manifest = build_manifest(release_id="r", policy=policy, spend=PrivacySpend(),
+                              schema=TableSchema(()), synthetic_rows=1, seed_mode="dev-seed",
+                              column_actions={})
+    lines = manifest["relations"]
+    assert len(lines) == len(policy.relations)
+    assert any("education_num is derived from education" in line for line in lines)
+    assert "overtime_hours = -60 + 1.5·hours_per_week, rounded to 1 decimals" in lines
+    assert "age ≤ retire_age in every row where both are present" in lines
+    plain = parse_policy(POLICY.replace("RELATIONS", ""))
+    assert "relations" not in build_manifest(
+        release_id="r", policy=plain, spend=PrivacySpend(), schema=TableSchema(()),
+        synthetic_rows=1, seed_mode="dev-seed", column_actions={})

@@ -60,11 +60,23 @@ class Derive(_Frozen):
     def columns(self) -> tuple[str, str]:
         return (self.derive, self.source)
 
+    def describe(self) -> str:
+        """One line for the manifest and the report (a policy fact: public)."""
+        if self.mapping is not None:
+            return (f"{self.derive} is derived from {self.source} by a declared mapping of "
+                    f"{len(self.mapping)} values")
+        rounding = "" if self.round is None else f", rounded to {self.round} decimals"
+        return f"{self.derive} = {self.offset:g} + {self.scale:g}·{self.source}{rounding}"
+
 
 class Order(_Frozen):
     """``order: [a, b]``: a <= b in every row where both are present."""
 
     order: Annotated[list[str], Field(min_length=2, max_length=2)]
+
+    def describe(self) -> str:
+        """One line for the manifest and the report (a policy fact: public)."""
+        return f"{self.order[0]} ≤ {self.order[1]} in every row where both are present"
 
     @model_validator(mode="after")
     def _distinct(self) -> Order:

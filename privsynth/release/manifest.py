@@ -127,6 +127,7 @@ def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
         **persons,
         "schema": schema.to_dict(),
         "columns": column_actions,
+        **({"relations": [r.describe() for r in policy.relations]} if policy.relations else {}),
         "generator": policy.generator.model_dump(mode="json"),
         "versions": versions(),
     }
