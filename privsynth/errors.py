@@ -16,6 +16,9 @@ class PolicyError(PrivsynthError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s) in the policy:\n{lines}")
 
+    def __reduce__(self):  # noqa: ANN204 - pickled across processes with its own arguments
+        return (type(self), (self.problems, self.source))
+
 
 class DataError(PrivsynthError):
     """The input table does not match what the policy declares, or cannot be read."""
@@ -43,6 +46,9 @@ class BudgetExceededError(PrivsynthError):
             "population's total with `privsynth budget set-total` (a recorded action)."
         )
 
+    def __reduce__(self):  # noqa: ANN204
+        return (type(self), (self.dataset, self.requested, self.remaining))
+
 
 class LedgerError(PrivsynthError):
     """The ledger cannot be opened, or its hash chain does not verify."""
@@ -61,3 +67,6 @@ class PreflightRefused(PolicyError):
 
     def __init__(self, messages: list[str]) -> None:
         super().__init__(messages, "pre-flight (nothing was reserved)")
+
+    def __reduce__(self):  # noqa: ANN204
+        return (type(self), (self.problems,))

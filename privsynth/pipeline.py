@@ -300,10 +300,12 @@ def _fit(train: pd.DataFrame, n_public: int, policy: Policy, budget: EncodingBud
     else:
         encoder = TableEncoder.fit(train, policy, budget, spend, rng.noise("encoding"))
     g = policy.generator
+    schedule = g.schedule(n_public)  # `auto` resolved from N̂ (public): no read of the data
     config = DPSGDConfig(
         epsilon=policy.privacy.epsilon - spend.epsilon,
         delta=policy.privacy.delta - spend.delta,
-        expected_batch_size=g.batch_size, epochs=g.epochs, max_grad_norm=g.max_grad_norm,
+        expected_batch_size=schedule.batch_size, epochs=schedule.epochs,
+        max_grad_norm=g.max_grad_norm,
         learning_rate=g.learning_rate, accountant=policy.privacy.accountant,
         max_physical_batch=g.max_physical_batch, public_rows=n_public)
     person = policy.privacy.person if policy.privacy.unit == "person" else None

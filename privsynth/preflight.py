@@ -323,9 +323,10 @@ def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]
     eps_train = policy.privacy.epsilon * (1.0 - share)
     _, delta_count = count_encoding_mechanisms(policy)
     delta_train = policy.privacy.delta * ((1.0 - share) if delta_count else 1.0)
-    q = min(1.0, gen.batch_size / n_train)
+    schedule = gen.schedule(n_train)  # `auto` resolved as at fit, from the public count
+    q = min(1.0, schedule.batch_size / n_train)
     batch = q * n_train
-    steps = max(1, math.ceil(gen.epochs / q - 1e-9))
+    steps = schedule.steps_for(n_train)
     out = []
     try:
         sigma = _sigma(eps_train, delta_train, q, steps, policy.privacy.accountant)
@@ -355,9 +356,9 @@ def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]
     if steps < 50:
         out.append(Finding(
             "warn", "dpsgd_few_steps",
-            f"DP-SGD runs only {steps} steps (epochs {gen.epochs:g} at q = {_fmt(q)}): too few to "
-            f"learn. Fix: lower generator.batch_size (e.g. {max(8, n_train // 20)}) so that there "
-            "are more steps per epoch"))
+            f"DP-SGD runs only {steps} steps (epochs {schedule.epochs:g} at q = {_fmt(q)}): too "
+            f"few to learn. Fix: lower generator.batch_size (e.g. {max(8, n_train // 20)}) so "
+            "that there are more steps per epoch, or leave batch_size and epochs to 'auto'"))
     return out
 
 

@@ -129,7 +129,8 @@ def test_row_count_is_released_under_dp_and_drives_q_and_the_output(table, polic
     n_hat = len(release.synthetic)
     sgd = charges["dp_sgd"]["params"]
     assert sgd["row_count"] == "dp"
-    assert sgd["q"] == pytest.approx(policy.generator.batch_size / n_hat, rel=1e-8)
+    batch = policy.generator.schedule(n_hat).batch_size  # `auto` resolves from N̂ too
+    assert sgd["q"] == pytest.approx(batch / n_hat, rel=1e-8)
     assert charges["noisy_count"]["epsilon"] > 0
 
 

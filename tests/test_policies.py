@@ -149,3 +149,87 @@ def test_the_shipped_json_schema_is_current():
     schema = json.loads(schema_text())
     assert schema["additionalProperties"] is False
     assert {"name", "dataset", "privacy", "columns"} <= set(schema["required"])
+
+
+# --------------------------------------------------------------------- the default schedule
+def _plan(policy_text: str, n_public: int):
+    from privsynth.generators.dp_sgd import DPSGDConfig, DPSGDPlan
+    from privsynth.policy.loader import parse_policy
+
+    policy = parse_policy(policy_text, "schedule.yaml")
+    schedule = policy.generator.schedule(n_public)
+    config = DPSGDConfig(epsilon=0.9, delta=1e-6, expected_batch_size=schedule.batch_size,
+                         epochs=schedule.epochs, max_grad_norm=1.0, learning_rate=0.01,
+                         public_rows=n_public)
+    return schedule, DPSGDPlan.calibrate(config, n_public)
+
+
+_BARE = """
+version: 1
+name: bare
+dataset: {id: bare}
+privacy: {epsilon: 1.0, delta: 1.0e-6}
+columns: {x: {kind: numeric, bounds: [0, 1]}}
+"""
+
+
+@pytest.mark.parametrize("n_public", [500, 2_500, 6_000, 24_421])
+@pytest.mark.parametrize("backend", ["vae", "gan"])
+def test_a_policy_without_a_schedule_gets_enough_steps_at_any_size(n_public, backend):
+    """Issue 11: the defaults were 30 epochs at E[B] = 4,096 whatever the size (tuned on Adult):
+    a 500-row table got 30 full-batch steps and a 6k-row one 44. The rule gives every size the
+    backend's steps at a sampling rate that keeps Poisson amplification working."""
+    from privsynth.generators.schedule import RATE, STEPS
+
+    text = _BARE + f"generator: {{backend: {backend}}}\n"
+    schedule, plan = _plan(text, n_public)
+    assert schedule.source == "auto"
+    assert plan.steps == STEPS[backend]
+    assert plan.sample_rate == pytest.approx(max(RATE[backend], 16 / n_public), rel=0.01)
+
+
+def test_the_schedule_depends_on_public_facts_only():
+    """The rule reads N̂ and the backend: nothing else of the table (two calls, same answer;
+    the function has no access to data)."""
+    import inspect
+
+    from privsynth.generators.schedule import resolve_schedule
+
+    assert list(inspect.signature(resolve_schedule).parameters) == [
+        "batch_size", "epochs", "n_public", "backend"]
+    assert resolve_schedule("auto", "auto", 6000, "vae") == resolve_schedule(
+        "auto", "auto", 6000, "vae")
+
+
+def test_numbers_in_the_policy_override_the_rule():
+    from privsynth.generators.schedule import STEPS
+
+    fixed, plan = _plan(_BARE + "generator: {epochs: 30, batch_size: 4096}\n", 24_421)
+    assert (fixed.batch_size, fixed.epochs, fixed.source) == (4096, 30.0, "policy")
+    assert plan.steps == 179  # Adult's tuned schedule, kept where a policy says so
+    batch_only, plan = _plan(_BARE + "generator: {batch_size: 64}\n", 500)
+    assert batch_only.batch_size == 64 and plan.steps == STEPS["vae"]
+    assert batch_only.source == "policy batch, auto epochs"
+
+
+def test_auto_is_the_only_word_a_schedule_accepts():
+    from privsynth.errors import PolicyError
+    from privsynth.policy.loader import parse_policy
+
+    with pytest.raises(PolicyError, match="epochs"):
+        parse_policy(_BARE + "generator: {epochs: automatic}\n", "bad.yaml")
+
+
+def test_errors_survive_a_process_boundary():
+    """A policy error raised in a worker process (multiprocessing pickles it) keeps its list of
+    problems; it used to come back as one problem per character of its message."""
+    import pickle
+
+    from privsynth.errors import BudgetExceededError, PreflightRefused
+
+    for error in (PolicyError(["line 6: generator.schedule: unknown key"], "x.yaml"),
+                  PreflightRefused(["[dpsgd_noise] too noisy"]),
+                  BudgetExceededError("adult", 2.0, 0.5)):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error)
+    assert pickle.loads(pickle.dumps(PolicyError(["a", "b"]))).problems == ["a", "b"]

@@ -188,10 +188,11 @@ def test_encoding_and_training_read_private_data_only_through_mechanisms(
         n_public = pipeline.dp_row_count(len(train), budget, spend, rng)
         encoder = TableEncoder.fit(train, policy, budget, spend, rng.noise("encoding"))
         g = policy.generator
+        schedule = g.schedule(n_public)
         config = DPSGDConfig(
             epsilon=policy.privacy.epsilon - spend.epsilon,
-            delta=policy.privacy.delta - spend.delta, expected_batch_size=g.batch_size,
-            epochs=g.epochs, max_grad_norm=g.max_grad_norm, learning_rate=g.learning_rate,
+            delta=policy.privacy.delta - spend.delta, expected_batch_size=schedule.batch_size,
+            epochs=schedule.epochs, max_grad_norm=g.max_grad_norm, learning_rate=g.learning_rate,
             accountant=policy.privacy.accountant, public_rows=n_public)
         generator = make_generator(g)
         generator.fit(encoder.transform(train), encoder.widths, config,
@@ -225,7 +226,7 @@ def test_encoding_and_training_read_private_data_only_through_mechanisms(
     assert book.spent("health-insurance") == pytest.approx(policy.privacy.epsilon, abs=1e-6)
     # q handed to the accountant is E[B] / N̂ with N̂ the DP row count, never the exact N.
     sgd = next(c for c in spend.charges if c.mechanism == "dp_sgd")
-    assert sgd.params["q"] == pytest.approx(g.batch_size / n_public, rel=1e-8)
+    assert sgd.params["q"] == pytest.approx(schedule.batch_size / n_public, rel=1e-8)
     assert sgd.params["row_count"] == "dp"
     book.close()
 

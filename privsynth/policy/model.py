@@ -12,11 +12,14 @@ import datetime as dt
 import hashlib
 import json
 import math
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from privsynth.policy.relations import Relation, check_relations
+
+if TYPE_CHECKING:
+    from privsynth.generators.schedule import Schedule
 
 ColumnKind = Literal["numeric", "integer", "categorical", "boolean", "datetime"]
 Scalar = str | int | float | bool
@@ -248,24 +251,29 @@ class PrivacyPolicy(_Frozen):
         return self
 
 
-BACKEND_DEFAULTS: dict[str, dict[str, float]] = {
-    # Tuned on Adult at epsilon 1 (docs/architecture.md): the VAE wants few large batches,
-    # the GAN's discriminator many small ones (its generator learns between them).
-    "vae": {"epochs": 30, "batch_size": 4096, "learning_rate": 1e-2},
-    "gan": {"epochs": 20, "batch_size": 512, "learning_rate": 2e-3},
+#: Learning rates per backend (numbers, not read from any data). Batch size and epochs default
+#: to ``auto``: the rule of :mod:`privsynth.generators.schedule` on the public row count.
+BACKEND_DEFAULTS: dict[str, dict[str, float | str]] = {
+    # The VAE's learning rate was tuned on the public Adult table, the GAN's likewise (its
+    # discriminator wants small steps); docs/architecture.md.
+    "vae": {"epochs": "auto", "batch_size": "auto", "learning_rate": 1e-2},
+    "gan": {"epochs": "auto", "batch_size": "auto", "learning_rate": 2e-3},
 }
 
 
 class GeneratorPolicy(_Frozen):
     """Which generator, and its DP-SGD settings. ``batch_size`` is the *expected* Poisson batch.
 
-    ``epochs``, ``batch_size`` and ``learning_rate`` default per backend (``BACKEND_DEFAULTS``).
-    Under DP-SGD a small network wins, because the noise norm grows with the parameter count.
+    ``batch_size`` and ``epochs`` default to ``auto``: a documented rule on public facts only
+    (:mod:`privsynth.generators.schedule`: E[B] ≈ 0.1·N̂ and a fixed number of DP-SGD steps,
+    N̂ the DP row count), so a 500-row table and Adult's 24k rows both get enough steps. A number
+    overrides the rule. ``learning_rate`` defaults per backend (``BACKEND_DEFAULTS``). Under
+    DP-SGD a small network wins, because the noise norm grows with the parameter count.
     """
 
     backend: Literal["vae", "gan"] = "vae"
-    epochs: Annotated[float, Field(gt=0, le=1000)]
-    batch_size: Annotated[int, Field(ge=8)]
+    epochs: Annotated[float, Field(gt=0, le=1000)] | Literal["auto"]
+    batch_size: Annotated[int, Field(ge=8)] | Literal["auto"]
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
     learning_rate: Annotated[float, Field(gt=0)]
     hidden: list[Annotated[int, Field(ge=4)]] = Field(default_factory=lambda: [64])
@@ -284,6 +292,13 @@ class GeneratorPolicy(_Frozen):
             defaults = BACKEND_DEFAULTS.get(backend, BACKEND_DEFAULTS["vae"])
             data = {**defaults, **data}
         return data
+
+    def schedule(self, n_public: int) -> Schedule:
+        """The expected batch and epochs for ``n_public`` public training rows (or persons):
+        the policy's numbers, ``auto`` resolved by the public rule."""
+        from privsynth.generators.schedule import resolve_schedule  # noqa: PLC0415
+
+        return resolve_schedule(self.batch_size, self.epochs, n_public, self.backend)
 
 
 class Thresholds(_Frozen):

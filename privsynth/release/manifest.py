@@ -32,7 +32,9 @@ _PACKAGES = ("privsynth", "torch", "opacus", "numpy", "pandas", "scikit-learn", 
 PUBLIC_INPUTS = (
     "everything the policy declares: column names, kinds and rules, public bounds and domains, "
     "missing-value markers, ε, δ and the generator's hyper-parameters",
-    "the shipped default hyper-parameters, chosen on the public UCI Adult table",
+    "the shipped default hyper-parameters: learning rates and network sizes chosen on the public "
+    "UCI Adult table; batch size and epochs ('auto') set by a fixed rule from the DP row count "
+    "and the backend, derived on the public shared benchmark tables",
     "the release id and time, the policy's name and digest (the digest excludes any seed)",
 )
 NOT_COVERED = (
