@@ -1,0 +1,526 @@
+"""Side-by-side benchmark of privsynth's DP-VAE against DP peers (MST and AIM, smartnoise-synth).
+
+Every shared table with a target (``benchmarks/policies/<table>.yaml``, ``audit.target``) is split
+as in ``benchmarks/defaults_study.py`` (its ``_split``: one seeded permutation, first half held
+out, second half trained on). Each system makes a synthetic table with as many rows as the
+training half; every table is then scored the same way, in this process, by privsynth's own
+external audit (``privsynth.audit.external.audit_tables``): TSTR (ROC AUC on a binary target,
+accuracy on another categorical one, R² on a numeric one), the mean 1-way marginal TVD, the
+largest membership-inference AUC and the DCR share.
+
+Systems:
+
+* ``privsynth-vae``: ``privsynth.Synthesizer`` with the reviewed policy at the given ε, its
+  generator's ``epochs`` and ``batch_size`` removed (so both are ``auto``), no seed (OS entropy);
+* ``mst`` and ``aim``: smartnoise-synth 1.0.8 in its own virtual environment
+  (``benchmarks/.peers/snsynth``, made by ``--setup-only`` or on first use), run in a subprocess
+  on integer codes made from the policy's public facts only (see ``encode``);
+* ``independent``: a NON-PRIVATE control, each column drawn independently from its exact
+  marginal on the training half.
+
+    python benchmarks/peers.py --setup-only
+    python benchmarks/peers.py --tables german_credit telecom_churn --json /tmp/peers.json
+
+Prints a markdown TSTR table per ε (rows: tables, columns: systems, plus ``real``: the same
+model trained on the real training half) and a long table of every figure. Never prints a cell
+value of a real table, only aggregate figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from defaults_study import POLICIES, ROOT, TABLES, _split  # noqa: E402
+
+PEERS = HERE / ".peers"
+SN_VENV = PEERS / "snsynth"
+SN_PYTHON = SN_VENV / "bin" / "python"
+SN_PACKAGES = ["mbi>=1.1,<2", "Faker>=17", "disjoint-set>=0.9,<0.10", "smartnoise-sql>=1.0.10",
+               "pandas", "numpy", "scipy", "networkx"]
+SYSTEMS = ["privsynth-vae", "mst", "aim", "independent"]
+PEER_SYSTEMS = {"mst", "aim"}
+#: the audit's attacks for scoring (the full panel is not needed for these figures)
+ATTACKS = ["exact_copy", "dcr", "mia"]
+#: integer columns spanning at most this many values get one bin per value
+MAX_EXACT_VALUES = 32
+#: uniform bins over the declared bounds for every other numeric column
+NUMERIC_BINS = 24
+
+#: the worker run inside the smartnoise-synth venv: fits MST/AIM on integer codes whose
+#: cardinalities are given (no value of the data is read to build the domain) and writes codes
+WORKER = r'''
+import json, sys, time
+from importlib import metadata
+if sys.argv[1] == "--versions":
+    names = ["smartnoise-synth", "smartnoise-sql", "mbi", "jax", "jaxlib", "numpy", "pandas",
+             "opendp"]
+    print(json.dumps({n: metadata.version(n) for n in names}))
+    raise SystemExit(0)
+import pandas as pd
+from snsynth import Synthesizer
+from snsynth.transform.base import ColumnTransformer
+from snsynth.transform.definitions import ColumnType
+from snsynth.transform.table import TableTransformer
+
+class Coded(ColumnTransformer):
+    """A column already coded 0..card-1 (card: public)."""
+    def __init__(self, card):
+        super().__init__()
+        self.card = int(card)
+    @property
+    def output_type(self):
+        return ColumnType.CATEGORICAL
+    @property
+    def cardinality(self):
+        return [self.card]
+    def _fit(self, val):
+        pass
+    def _clear_fit(self):
+        self._fit_complete = True
+        self.output_width = 1
+    def _transform(self, val):
+        return int(val)
+    def _inverse_transform(self, val):
+        return int(val)
+
+job = json.loads(open(sys.argv[1]).read())
+codes = pd.read_csv(job["codes"])
+kwargs = {"epsilon": float(job["epsilon"]), "delta": float(job["delta"])}
+if job["system"] == "aim" and job.get("rounds"):
+    kwargs["rounds"] = int(job["rounds"])
+start = time.perf_counter()
+synth = Synthesizer.create(job["system"], **kwargs)
+synth.fit(codes, transformer=TableTransformer([Coded(c) for c in job["cards"]]))
+fit_s = time.perf_counter() - start
+out = synth.sample(int(job["rows"]))
+out = pd.DataFrame(out, columns=codes.columns) if not isinstance(out, pd.DataFrame) else out
+out.columns = codes.columns
+out.to_csv(job["out"], index=False)
+json.dump({"fit_s": fit_s, "sample_s": time.perf_counter() - start - fit_s},
+          open(job["out"] + ".json", "w"))
+'''
+
+
+# ----------------------------------------------------------------------------- setup
+def _run(cmd: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def peer_versions() -> dict[str, str] | None:
+    """Package versions in the smartnoise-synth venv (None: the venv is not usable)."""
+    if not SN_PYTHON.exists():
+        return None
+    done = _run([str(SN_PYTHON), "-c", WORKER, "--versions"], timeout=300)
+    if done.returncode != 0:
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def setup_peers() -> dict[str, str]:
+    """Create ``benchmarks/.peers/snsynth`` (idempotent): smartnoise-synth 1.0.8 without its
+    pinned deps (opacus<0.15, pac-synth: only its GAN/pac-synth models use them), then what
+    MST and AIM import (mbi 1.x pulls jax/jaxlib for CPU)."""
+    versions = peer_versions()
+    if versions is not None:
+        return versions
+    PEERS.mkdir(parents=True, exist_ok=True)
+    steps = [[sys.executable, "-m", "venv", "--clear", str(SN_VENV)],
+             [str(SN_PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"],
+             [str(SN_PYTHON), "-m", "pip", "install", "-q", "--no-deps",
+              "smartnoise-synth==1.0.8"],
+             [str(SN_PYTHON), "-m", "pip", "install", "-q", *SN_PACKAGES]]
+    for cmd in steps:
+        print("setup:", shlex.join(cmd), flush=True)
+        done = _run(cmd, timeout=1800)
+        if done.returncode != 0:
+            raise SystemExit(f"setup failed ({done.returncode}): {done.stderr[-2000:]}")
+    versions = peer_versions()
+    if versions is None:
+        raise SystemExit("setup: the smartnoise-synth venv does not import")
+    return versions
+
+
+# ----------------------------------------------------------------------------- policies
+def policy_spec(table: str) -> dict:
+    return yaml.safe_load((POLICIES / f"{table}.yaml").read_text())
+
+
+def scoring_policy(table: str, epsilon: float):  # noqa: ANN201
+    """The reviewed policy as the scorer: attacks restricted to ``ATTACKS``, seed 0 (only the
+    audit's own randomness: every system is scored by the same TSTR model and attacks)."""
+    from privsynth.policy.loader import parse_policy
+
+    spec = policy_spec(table)
+    spec["privacy"]["epsilon"] = float(epsilon)
+    spec["audit"]["attacks"] = list(ATTACKS)
+    spec["seed"] = 0
+    return parse_policy(yaml.safe_dump(spec, sort_keys=False), f"{table}-peers-scorer")
+
+
+# ----------------------------------------------------------------------------- codes
+def _column_codes(rule: dict) -> dict:
+    """How one column is coded, from the policy alone (kind, public bounds, declared domain).
+    Every column gets one extra code for a missing cell (the policies declare ``""`` missing)."""
+    kind = rule.get("kind", "categorical")
+    if kind in ("integer", "numeric"):
+        lo, hi = (float(b) for b in rule["bounds"])
+        if kind == "integer" and hi - lo + 1 <= MAX_EXACT_VALUES:
+            edges = np.arange(lo - 0.5, hi + 1.0, 1.0)
+            return {"kind": kind, "lo": lo, "hi": hi, "edges": edges, "exact": True,
+                    "card": len(edges)}  # len(edges) - 1 values + missing
+        edges = np.linspace(lo, hi, NUMERIC_BINS + 1)
+        return {"kind": kind, "lo": lo, "hi": hi, "edges": edges, "exact": False,
+                "card": NUMERIC_BINS + 1}
+    domain = rule.get("domain")
+    return {"kind": "categorical", "domain": None if domain is None else
+            [str(v) for v in domain], "card": None if domain is None else len(domain) + 1}
+
+
+def encode(train: pd.DataFrame, spec: dict) -> tuple[pd.DataFrame, dict]:
+    """Integer codes for MST/AIM. Numeric columns: clamped to the policy's public bounds, then
+    one bin per value (integers spanning ≤ 32 values) or 24 uniform bins over the bounds;
+    categorical columns: the declared domain (a value outside it is coded missing). The last
+    code of every column is "missing". Dropped columns are not modelled."""
+    codes, layout = {}, {}
+    for name, rule in spec["columns"].items():
+        if rule.get("rule") == "drop":
+            continue
+        info = _column_codes(rule)
+        raw = train[name].astype(str).str.strip()
+        if info["kind"] == "categorical":
+            if info["domain"] is None:  # no declared domain: values of the data (not DP)
+                info["domain"] = sorted(set(raw) - {""})
+                info["card"] = len(info["domain"]) + 1
+                info["from_data"] = True
+            index = {v: i for i, v in enumerate(info["domain"])}
+            col = raw.map(index).fillna(len(index))
+        else:
+            x = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+            missing = np.isnan(x)
+            x = np.clip(np.nan_to_num(x, nan=info["lo"]), info["lo"], info["hi"])
+            bins = len(info["edges"]) - 1
+            if info["exact"]:
+                code = np.rint(x - info["lo"]).astype(int)
+            else:
+                code = np.floor((x - info["lo"]) / (info["hi"] - info["lo"]) * bins).astype(int)
+            code = np.clip(code, 0, bins - 1)
+            col = pd.Series(np.where(missing, bins, code), index=train.index)
+        codes[name] = col.astype(int)
+        layout[name] = info
+    return pd.DataFrame(codes), layout
+
+
+def _number_text(value: float, integer: bool) -> str:
+    return str(int(value)) if integer else repr(round(float(value), 6))
+
+
+def decode(codes: pd.DataFrame, layout: dict, spec: dict, rng: np.random.Generator
+           ) -> pd.DataFrame:
+    """Codes back to a string table: a numeric bin becomes a uniform draw inside the bin (an
+    integer drawn uniformly among the bin's integers), a category its label, missing ``""``."""
+    out = {}
+    n = len(codes)
+    for name, rule in spec["columns"].items():
+        if rule.get("rule") == "drop":
+            out[name] = [""] * n
+            continue
+        info = layout[name]
+        code = codes[name].to_numpy(dtype=int)
+        if info["kind"] == "categorical":
+            labels = np.array(info["domain"] + [""], dtype=object)
+            out[name] = labels[np.clip(code, 0, len(labels) - 1)]
+            continue
+        edges = info["edges"]
+        bins = len(edges) - 1
+        missing = code >= bins
+        k = np.clip(code, 0, bins - 1)
+        if info["exact"]:
+            values = info["lo"] + k
+        elif info["kind"] == "integer":
+            low = np.ceil(edges[k])
+            high = np.where(k == bins - 1, edges[-1], np.ceil(edges[k + 1]) - 1)
+            values = rng.integers(low.astype(np.int64), np.maximum(high, low).astype(np.int64)
+                                  + 1)
+        else:
+            values = rng.uniform(edges[k], edges[k + 1])
+        integer = info["kind"] == "integer"
+        out[name] = np.array(["" if m else _number_text(v, integer)
+                              for v, m in zip(values, missing, strict=True)], dtype=object)
+    return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------- systems
+def run_vae(table: str, train: pd.DataFrame, epsilon: float) -> tuple[pd.DataFrame, float, dict]:
+    """privsynth's DP-VAE through its public API: the reviewed policy at ε, epochs and batch
+    size ``auto``, no seed."""
+    import privsynth as ps
+    from privsynth.policy.loader import parse_policy
+
+    spec = policy_spec(table)
+    spec["privacy"]["epsilon"] = float(epsilon)
+    spec.pop("seed", None)
+    spec["generator"].pop("epochs", None)
+    spec["generator"].pop("batch_size", None)
+    policy = parse_policy(yaml.safe_dump(spec, sort_keys=False), f"{table}-peers-vae")
+    key_dir = os.environ.get("PRIVSYNTH_KEY_DIR")
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Path(tmp) / "ledger.sqlite"
+        os.environ["PRIVSYNTH_KEY_DIR"] = str(Path(tmp) / "keys")
+        try:
+            with ps.Ledger.open(ledger) as book:
+                book.register(policy.dataset.id, total_epsilon=1e6, total_delta=0.5,
+                              sketch=book.sketch(train), officer="peers")
+            start = time.perf_counter()
+            model = ps.Synthesizer(policy, ledger=ledger).fit(train)
+            fit_s = time.perf_counter() - start
+            synthetic = model.sample(len(train))
+        finally:
+            if key_dir is None:
+                os.environ.pop("PRIVSYNTH_KEY_DIR", None)
+            else:
+                os.environ["PRIVSYNTH_KEY_DIR"] = key_dir
+    plan = next((c for c in model.charges_ if c.get("mechanism") == "dp_sgd"), {})
+    params = plan.get("params") or {}
+    return synthetic, fit_s, {"steps": params.get("steps"), "sigma": params.get("sigma")}
+
+
+def run_peer(system: str, table: str, train: pd.DataFrame, epsilon: float, timeout: float,
+             aim_rounds: int | None, rng: np.random.Generator
+             ) -> tuple[pd.DataFrame, float, dict]:
+    """MST or AIM in the smartnoise-synth venv, on codes of the training half."""
+    spec = policy_spec(table)
+    codes, layout = encode(train, spec)
+    delta = float(spec["privacy"]["delta"])
+    with tempfile.TemporaryDirectory() as tmp:
+        job = {"system": system, "codes": str(Path(tmp) / "codes.csv"),
+               "out": str(Path(tmp) / "synthetic.csv"), "epsilon": float(epsilon),
+               "delta": delta, "rows": len(train),
+               "cards": [layout[c]["card"] for c in codes.columns],
+               "rounds": aim_rounds if system == "aim" else None}
+        codes.to_csv(job["codes"], index=False)
+        (Path(tmp) / "job.json").write_text(json.dumps(job))
+        env = dict(os.environ, JAX_PLATFORMS="cpu")
+        done = subprocess.run([str(SN_PYTHON), "-c", WORKER, str(Path(tmp) / "job.json")],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+        if done.returncode != 0:
+            tail = done.stderr.strip().splitlines()[-1:] or ["no message"]
+            raise RuntimeError(f"worker exited {done.returncode}: {tail[0][:300]}")
+        out = pd.read_csv(job["out"])
+        timing = json.loads(Path(job["out"] + ".json").read_text())
+    extra = {"delta": delta, "cards": int(sum(job["cards"])),
+             "sample_s": round(timing["sample_s"], 1)}
+    if system == "aim":
+        extra["rounds"] = aim_rounds or 16 * len(codes.columns)
+    return decode(out, layout, spec, rng), timing["fit_s"], extra
+
+
+def run_independent(table: str, train: pd.DataFrame, rng: np.random.Generator
+                    ) -> tuple[pd.DataFrame, float, dict]:
+    """NON-PRIVATE control: each column drawn independently from its exact training marginal
+    (dropped columns left empty)."""
+    spec = policy_spec(table)
+    start = time.perf_counter()
+    out = {}
+    for name in train.columns:
+        rule = spec["columns"].get(name, {})
+        values = train[name].to_numpy(dtype=object)
+        out[name] = ([""] * len(train) if rule.get("rule") == "drop"
+                     else rng.choice(values, size=len(train), replace=True))
+    return pd.DataFrame(out), time.perf_counter() - start, {}
+
+
+# ----------------------------------------------------------------------------- scoring
+def as_text(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """A synthetic table as strings (missing: ``""``), with every policy column present."""
+    out = {}
+    for name in columns:
+        if name not in frame.columns:
+            out[name] = [""] * len(frame)
+            continue
+        col = frame[name]
+        out[name] = [("" if v is None or (isinstance(v, float) and math.isnan(v))
+                      else str(v)) for v in col.tolist()]
+    return pd.DataFrame(out)
+
+
+def score(train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.DataFrame, policy) -> dict:  # noqa: ANN001
+    from privsynth.audit.external import audit_tables
+
+    result = audit_tables(train, holdout, synthetic, policy, label="peers").audit
+    util = result.utility or {}
+    tstr = util.get("tstr") or {}
+    real = tstr.get("real") or {}
+    metric = "roc_auc" if "roc_auc" in real else (tstr.get("metric") or "accuracy")
+    mia = [r.value for r in result.risks if re.fullmatch(r"mia_.*_auc", r.name)]
+    dcr = [r.value for r in result.risks if r.name == "dcr_share"]
+    return {"metric": metric, "tstr": (tstr.get("synthetic") or {}).get(metric),
+            "real": real.get(metric), "tvd": util.get("marginal_tvd_mean"),
+            "mia_auc": max(mia) if mia else None, "dcr_share": dcr[0] if dcr else None,
+            "audit_errors": [e.attack for e in result.errors]}
+
+
+def one_run(system: str, table: str, epsilon: float, seed: int, args: argparse.Namespace
+            ) -> dict:
+    train, holdout = _split(table)
+    row = {"table": table, "system": system, "epsilon": epsilon, "seed": seed,
+           "rows_train": len(train), "status": "ok"}
+    rng = np.random.default_rng()
+    start = time.perf_counter()
+    try:
+        if system == "privsynth-vae":
+            synthetic, fit_s, extra = run_vae(table, train, epsilon)
+        elif system in PEER_SYSTEMS:
+            synthetic, fit_s, extra = run_peer(system, table, train, epsilon, args.timeout,
+                                               args.aim_rounds, rng)
+        elif system == "independent":
+            synthetic, fit_s, extra = run_independent(table, train, rng)
+        else:
+            raise ValueError(f"unknown system {system}")
+    except subprocess.TimeoutExpired:
+        row.update(status="timeout", fit_s=round(time.perf_counter() - start, 1))
+        return row
+    except Exception as exc:  # noqa: BLE001 - a failed system is a row, not a stop
+        row.update(status="failed", error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                   fit_s=round(time.perf_counter() - start, 1))
+        return row
+    row.update(fit_s=round(fit_s, 1), rows_synthetic=len(synthetic), **extra)
+    policy = scoring_policy(table, epsilon)
+    columns = list(policy_spec(table)["columns"])
+    try:
+        row.update(score(train, holdout, as_text(synthetic, columns), policy))
+    except Exception as exc:  # noqa: BLE001
+        row.update(status="audit failed", error=f"{type(exc).__name__}: {str(exc)[:300]}")
+    return row
+
+
+# ----------------------------------------------------------------------------- output
+def _fmt(value: object, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{float(value):.{digits}f}"
+
+
+def _mean(values: list) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def tstr_tables(rows: list[dict], systems: list[str], tables: list[str],
+                epsilons: list[float]) -> str:
+    out = []
+    for eps in epsilons:
+        out += [f"\n### TSTR at ε = {eps:g} (mean over seeds)\n",
+                "| table | metric | real | " + " | ".join(systems) + " |",
+                "|---|---|---|" + "---|" * len(systems)]
+        for table in tables:
+            part = [r for r in rows if r["table"] == table and r["epsilon"] == eps]
+            if not part:
+                continue
+            metric = next((r["metric"] for r in part if r.get("metric")), "-")
+            cells = []
+            for s in systems:
+                runs = [r for r in part if r["system"] == s]
+                ok = [r["tstr"] for r in runs if r["status"] == "ok"]
+                bad = sorted({r["status"] for r in runs if r["status"] != "ok"})
+                cell = _fmt(_mean(ok)) if ok else "-"
+                if bad:
+                    cell = (cell + " (" if ok else "") + "/".join(bad) + (")" if ok else "")
+                cells.append(cell)
+            real = _mean([r.get("real") for r in part])
+            out.append(f"| {table} | {metric} | {_fmt(real)} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def fit_table(rows: list[dict], systems: list[str], tables: list[str],
+              epsilons: list[float]) -> str:
+    out = ["\n### Fit seconds (mean over seeds; peers: fit inside the worker)\n",
+           "| table | ε | " + " | ".join(systems) + " |", "|---|---|" + "---|" * len(systems)]
+    for table in tables:
+        for eps in epsilons:
+            part = [r for r in rows if r["table"] == table and r["epsilon"] == eps]
+            if not part:
+                continue
+            cells = []
+            for s in systems:
+                runs = [r for r in part if r["system"] == s]
+                val = _mean([r.get("fit_s") for r in runs if r["status"] == "ok"])
+                bad = sorted({r["status"] for r in runs if r["status"] != "ok"})
+                cells.append(_fmt(val, 1) if val is not None else "/".join(bad) or "-")
+            out.append(f"| {table} | {eps:g} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def detail_table(rows: list[dict]) -> str:
+    out = ["\n### Every run\n",
+           "| table | ε | system | seed | status | TSTR | real | marginal TVD | MIA AUC (max) "
+           "| DCR share | fit s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['table']} | {r['epsilon']:g} | {r['system']} | {r['seed']} | "
+                   f"{r['status']} | {_fmt(r.get('tstr'))} | {_fmt(r.get('real'))} | "
+                   f"{_fmt(r.get('tvd'))} | {_fmt(r.get('mia_auc'))} | "
+                   f"{_fmt(r.get('dcr_share'))} | {_fmt(r.get('fit_s'), 1)} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tables", nargs="+", default=TABLES)
+    parser.add_argument("--systems", nargs="+", default=SYSTEMS, choices=SYSTEMS)
+    parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 10.0])
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds per peer fit (MST/AIM) before it is recorded as timeout")
+    parser.add_argument("--aim-rounds", type=int, default=None,
+                        help="AIM's rounds T (default: AIM's own 16 × columns)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--setup-only", action="store_true",
+                        help="create the peers' virtual environment and exit")
+    args = parser.parse_args(argv)
+
+    versions = setup_peers() if (args.setup_only or PEER_SYSTEMS & set(args.systems)) else {}
+    print("peer versions:", json.dumps(versions), flush=True)
+    if args.setup_only:
+        return 0
+    import privsynth
+
+    command = shlex.join(["python", "benchmarks/peers.py", *(argv or sys.argv[1:])])
+    rows: list[dict] = []
+    for seed in range(args.seeds):
+        for eps in args.epsilons:
+            for table in args.tables:
+                for system in args.systems:
+                    row = one_run(system, table, eps, seed, args)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    if args.json:
+                        args.json.write_text(json.dumps(
+                            {"command": command, "versions": versions, "rows": rows},
+                            indent=1))
+    print(f"\ncommand: {command}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, CPU only; python "
+          f"{platform.python_version()}; privsynth {getattr(privsynth, '__version__', '?')}; "
+          f"peers: {json.dumps(versions)}; repo {ROOT.name}")
+    print(tstr_tables(rows, args.systems, args.tables, args.epsilons))
+    print(fit_table(rows, args.systems, args.tables, args.epsilons))
+    print(detail_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
