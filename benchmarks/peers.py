@@ -401,9 +401,9 @@ def one_run(system: str, table: str, epsilon: float, seed: int, args: argparse.N
                    fit_s=round(time.perf_counter() - start, 1))
         return row
     row.update(fit_s=round(fit_s, 1), rows_synthetic=len(synthetic), **extra)
-    policy = scoring_policy(table, epsilon)
-    columns = list(policy_spec(table)["columns"])
     try:
+        policy = scoring_policy(table, epsilon)
+        columns = list(policy_spec(table)["columns"])
         row.update(score(train, holdout, as_text(synthetic, columns), policy))
     except Exception as exc:  # noqa: BLE001
         row.update(status="audit failed", error=f"{type(exc).__name__}: {str(exc)[:300]}")
@@ -478,6 +478,17 @@ def detail_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _source() -> str:
+    """The privsynth tree measured: its git commit (``-dirty``: uncommitted edits), if any."""
+    try:
+        done = _run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
+                    timeout=30)
+    except OSError:
+        return f"{ROOT} (no git)"
+    label = os.environ.get("PEERS_SOURCE", "unknown commit")
+    return done.stdout.strip() or f"{ROOT} (not a git checkout: {label})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tables", nargs="+", default=TABLES)
@@ -489,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aim-rounds", type=int, default=None,
                         help="AIM's rounds T (default: AIM's own 16 × columns)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--resume", type=Path,
+                        help="a previous --json file: its runs are kept, not run again")
     parser.add_argument("--setup-only", action="store_true",
                         help="create the peers' virtual environment and exit")
     args = parser.parse_args(argv)
@@ -501,10 +514,15 @@ def main(argv: list[str] | None = None) -> int:
 
     command = shlex.join(["python", "benchmarks/peers.py", *(argv or sys.argv[1:])])
     rows: list[dict] = []
+    if args.resume:
+        rows = json.loads(args.resume.read_text())["rows"]
+    done = {(r["table"], r["system"], float(r["epsilon"]), r["seed"]) for r in rows}
     for seed in range(args.seeds):
         for eps in args.epsilons:
             for table in args.tables:
                 for system in args.systems:
+                    if (table, system, float(eps), seed) in done:
+                        continue
                     row = one_run(system, table, eps, seed, args)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
@@ -512,12 +530,16 @@ def main(argv: list[str] | None = None) -> int:
                         args.json.write_text(json.dumps(
                             {"command": command, "versions": versions, "rows": rows},
                             indent=1))
+    tables = list(dict.fromkeys([r["table"] for r in rows] + args.tables))
+    epsilons = sorted({float(r["epsilon"]) for r in rows} | set(args.epsilons))
+    systems = list(dict.fromkeys(args.systems + [r["system"] for r in rows]))
     print(f"\ncommand: {command}")
+    print(f"privsynth source: {_source()}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, CPU only; python "
           f"{platform.python_version()}; privsynth {getattr(privsynth, '__version__', '?')}; "
           f"peers: {json.dumps(versions)}; repo {ROOT.name}")
-    print(tstr_tables(rows, args.systems, args.tables, args.epsilons))
-    print(fit_table(rows, args.systems, args.tables, args.epsilons))
+    print(tstr_tables(rows, systems, tables, epsilons))
+    print(fit_table(rows, systems, tables, epsilons))
     print(detail_table(rows))
     return 0
 

@@ -11,7 +11,8 @@ What the policy declares about a column shapes its slots (all public facts, so f
 * ``transform: asinh``: heavy tails are binned on ``asinh(x / transform_scale)``, a log scale
   for large values that stays linear near 0 and accepts any sign, so a median of 2 under a
   bound of 60,000 is not lost in the first of 64 linear cells;
-* ``complete: true``: no missing slot, so no synthetic row is ever missing there.
+* ``complete: true``: no missing slot, so no synthetic row is ever missing there;
+* ``decimals``: decoded values are rounded to the recorded precision (post-processing).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class NumericEncoder:
     transform: str = "linear"
     transform_scale: float = 1.0
     complete: bool = False
+    decimals: int | None = None
 
     @property
     def n_bins(self) -> int:
@@ -111,6 +113,8 @@ class NumericEncoder:
             return pd.Series(np.round(x), name=self.schema.name).astype("Int64")
         if self.schema.kind == "datetime":
             return pd.Series(EPOCH + pd.to_timedelta(np.round(x), unit="D"), name=self.schema.name)
+        if self.decimals is not None:  # keeps point masses exact; a value rounded past a
+            x = np.clip(np.round(x, self.decimals), low, high)  # bound is put back inside
         return pd.Series(x, name=self.schema.name)
 
 

@@ -158,7 +158,8 @@ def _fit_numeric(name, series, rule, budget, spend, noise) -> NumericEncoder:
     masses = _point_masses(name, values, bounds, rule, budget, spend, noise)
     grid = value_grid(schema, transform=rule.transform, transform_scale=rule.transform_scale)
     shape = {"point_masses": masses, "transform": rule.transform,
-             "transform_scale": rule.transform_scale, "complete": rule.complete}
+             "transform_scale": rule.transform_scale, "complete": rule.complete,
+             "decimals": rule.decimals}
     if rule.binning == "quantile":
         # Clip to the bounds first: top and bottom coding is part of the public rule. Values at
         # a point mass have a slot of their own, so they do not shape the bins.

@@ -170,7 +170,8 @@ def _encoder_to_dict(e: CategoricalEncoder | NumericEncoder) -> dict[str, Any]:
             "edges": [float(x) for x in e.edges], "grid": [float(x) for x in e.grid],
             "grid_mass": [int(x) for x in e.grid_mass],
             "point_masses": [float(x) for x in e.point_masses], "transform": e.transform,
-            "transform_scale": float(e.transform_scale), "complete": e.complete}
+            "transform_scale": float(e.transform_scale), "complete": e.complete,
+            "decimals": e.decimals}
 
 
 def _encoder_from_dict(d: dict[str, Any]) -> CategoricalEncoder | NumericEncoder:
@@ -182,4 +183,5 @@ def _encoder_from_dict(d: dict[str, Any]) -> CategoricalEncoder | NumericEncoder
                           point_masses=tuple(float(x) for x in d.get("point_masses", ())),
                           transform=str(d.get("transform", "linear")),
                           transform_scale=float(d.get("transform_scale", 1.0)),
-                          complete=bool(d.get("complete", False)))
+                          complete=bool(d.get("complete", False)),
+                          decimals=d.get("decimals"))

@@ -85,6 +85,9 @@ class ColumnPolicy(_Frozen):
     * ``transform: asinh`` (with ``transform_scale``, default 1): bin a heavy-tailed numeric or
       integer column on ``asinh(x / transform_scale)``: log-like for large values, linear near
       0, any sign.
+    * ``decimals``: the precision a numeric column is recorded at (a lab reports creatinine to
+      0.1 mg/dL: ``decimals: 1``); synthetic values are rounded to it at decode (free
+      post-processing), so they look like the real ones and exact values recur as they do.
 
     Every cell is converted on its own: a cell that does not parse as the declared kind, falls
     outside band edges, has no entry in a mapping or lies outside a declared domain becomes
@@ -105,6 +108,7 @@ class ColumnPolicy(_Frozen):
     point_masses: list[float] | Literal["dp"] | None = None
     transform: Literal["linear", "asinh"] = "linear"
     transform_scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    decimals: Annotated[int, Field(ge=0, le=12)] | None = None
     note: str | None = None
 
     @model_validator(mode="after")
@@ -154,6 +158,8 @@ class ColumnPolicy(_Frozen):
                 outside = [v for v in self.point_masses if not low <= v <= high]
                 if outside:
                     raise ValueError(f"point_masses {outside} lie outside bounds [{low}, {high}]")
+        if self.decimals is not None and self.kind != "numeric":
+            raise ValueError("'decimals' applies to numeric columns only (integers are whole)")
         if self.transform != "linear" and not numeric:
             raise ValueError("'transform: asinh' applies to numeric and integer columns only")
 
@@ -601,6 +607,9 @@ class Policy(_Frozen):
             body["privacy"].pop("person", None)  # and row-level ones before person units
         if body["dataset"].get("persons") is None:
             body["dataset"].pop("persons", None)
+        for rule in body["columns"].values():  # and columns before decimals
+            if rule.get("decimals") is None:
+                rule.pop("decimals", None)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
