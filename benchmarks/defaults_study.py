@@ -9,6 +9,8 @@ public facts (N̂, ε), everything else in the policy unchanged:
 * ``constants``: the old defaults (30 epochs, expected batch 4,096; full batches under 4,096 rows);
 * ``reviewed``: the schedule a person chose for the table in its reviewed policy;
 * ``q<Q>/s<S>``: expected batch ``Q·N̂`` and ``S`` DP-SGD steps (epochs ``S·Q``);
+* ``auto/<variant>``: the auto schedule with one model setting changed (KL weight, width,
+  latent size, learning rate), to see what else a public rule could choose;
 * ``auto``: the policy's defaults, ``batch_size: auto`` and ``epochs: auto``: the rule of
   ``privsynth.generators.schedule`` (VAE: rate 0.1 and 300 steps, the ``q0.1/s300`` column up
   to rounding; GAN: rate 0.02 and 1,000 steps).
@@ -57,6 +59,13 @@ SCHEDULES: dict[str, object] = {
     "q0.1/s1000": (0.1, 1000),
     "q0.03/s1000": (0.03, 1000),
     "auto": {"epochs": "auto", "batch_size": "auto"},
+    # model variants at the auto schedule (what else a public rule could choose at ε = 1)
+    "auto/kl1": {"epochs": "auto", "batch_size": "auto", "kl_weight": 1.0},
+    "auto/h16": {"epochs": "auto", "batch_size": "auto", "hidden": [16]},
+    "auto/h128": {"epochs": "auto", "batch_size": "auto", "hidden": [128]},
+    "auto/lat2": {"epochs": "auto", "batch_size": "auto", "latent_dim": 2},
+    "auto/lr0.003": {"epochs": "auto", "batch_size": "auto", "learning_rate": 0.003},
+    "auto/lr0.03": {"epochs": "auto", "batch_size": "auto", "learning_rate": 0.03},
 }
 
 
