@@ -37,7 +37,9 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,28 @@ def _policy_text(table: str, schedule: str, epsilon: float, seed: int, n_train: 
     return yaml.safe_dump(spec, sort_keys=False)
 
 
+@contextmanager
+def scratch_ledger(policy, train: pd.DataFrame, officer: str = "study") -> Iterator[Path]:  # noqa: ANN001
+    """A throw-away ledger and key store with the policy's population registered at a total no
+    study reaches (studies measure; they release nothing). ``PRIVSYNTH_KEY_DIR`` is restored."""
+    import privsynth as ps
+
+    key_dir = os.environ.get("PRIVSYNTH_KEY_DIR")
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Path(tmp) / "ledger.sqlite"
+        os.environ["PRIVSYNTH_KEY_DIR"] = str(Path(tmp) / "keys")
+        try:
+            with ps.Ledger.open(ledger) as book:
+                book.register(policy.dataset.id, total_epsilon=1e6, total_delta=0.5,
+                              sketch=book.sketch(train), officer=officer)
+            yield ledger
+        finally:
+            if key_dir is None:
+                os.environ.pop("PRIVSYNTH_KEY_DIR", None)
+            else:
+                os.environ["PRIVSYNTH_KEY_DIR"] = key_dir
+
+
 def _split(table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     frame = pd.read_csv(DATA / f"{table}.csv.gz", dtype=str, keep_default_na=False)
     order = np.random.default_rng(20261204).permutation(len(frame))
@@ -120,12 +144,7 @@ def one_fit(job: tuple[str, str, float, int, str]) -> dict:
     train, holdout = _split(table)
     policy = parse_policy(_policy_text(table, schedule, epsilon, seed, len(train), backend),
                           f"{table}-{schedule}")
-    with tempfile.TemporaryDirectory() as tmp:
-        ledger = Path(tmp) / "ledger.sqlite"
-        os.environ["PRIVSYNTH_KEY_DIR"] = str(Path(tmp) / "keys")
-        with ps.Ledger.open(ledger) as book:
-            book.register(policy.dataset.id, total_epsilon=1e6, total_delta=0.5,
-                          sketch=book.sketch(train), officer="study")
+    with scratch_ledger(policy, train) as ledger:
         start = time.perf_counter()
         model = ps.Synthesizer(policy, ledger=ledger).fit(train)
         fit_s = time.perf_counter() - start
@@ -138,6 +157,19 @@ def one_fit(job: tuple[str, str, float, int, str]) -> dict:
             "real": (tstr.get("real") or {}).get(metric), "fit_s": round(fit_s, 1),
             "steps": (plan.get("params") or {}).get("steps"),
             "sigma": (plan.get("params") or {}).get("sigma")}
+
+
+def run_jobs(fit, jobs: list[tuple], workers: int, json_path: Path | None) -> list[dict]:
+    """Run ``fit`` on every job in ``workers`` processes, printing each result as a JSON line
+    and rewriting ``json_path`` after each (a stopped study keeps what it measured)."""
+    rows: list[dict] = []
+    with ProcessPoolExecutor(workers) as pool:
+        for row in pool.map(fit, jobs):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if json_path:
+                json_path.write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def _table(rows: list[dict], schedules: list[str]) -> str:
@@ -174,13 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     jobs = [(t, s, e, 1000 + k, args.backend) for k in range(args.seeds) for e in args.epsilons
             for t in args.tables for s in args.schedules]
-    rows: list[dict] = []
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for row in pool.map(one_fit, jobs):
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.json:
-                args.json.write_text(json.dumps(rows, indent=1))
+    rows = run_jobs(one_fit, jobs, args.jobs, args.json)
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch CPU; "
           f"backend {args.backend}; seeds {args.seeds}; half of each table held out")
     print(_table(rows, args.schedules))

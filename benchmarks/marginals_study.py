@@ -28,11 +28,8 @@ exceeds 0.05 in either, and the invented-missing share. Aggregates only, never a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from defaults_study import POLICIES, TABLES, _split  # noqa: E402
+from defaults_study import POLICIES, TABLES, _split, run_jobs, scratch_ledger  # noqa: E402
 
 DECLARATIONS = ("point_masses", "transform", "transform_scale", "complete")
 ATOM_SHARE = 0.05
@@ -120,12 +117,7 @@ def one_fit(job: tuple[str, str, float, int]) -> dict:
     table, variant, epsilon, seed = job
     train, holdout = _split(table)
     policy = parse_policy(_policy_text(table, variant, epsilon, seed), f"{table}-{variant}")
-    with tempfile.TemporaryDirectory() as tmp:
-        ledger = Path(tmp) / "ledger.sqlite"
-        os.environ["PRIVSYNTH_KEY_DIR"] = str(Path(tmp) / "keys")
-        with ps.Ledger.open(ledger) as book:
-            book.register(policy.dataset.id, total_epsilon=1e6, total_delta=0.5,
-                          sketch=book.sketch(train), officer="study")
+    with scratch_ledger(policy, train) as ledger:
         model = ps.Synthesizer(policy, ledger=ledger).fit(train)
         syn = model.sample(SYNTHETIC_ROWS)
     # the real halves as the pipeline reads them (cells trimmed, kinds converted, rules applied)
@@ -172,13 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     jobs = [(t, v, e, 2000 + k) for k in range(args.seeds) for e in args.epsilons
             for t in args.tables for v in args.variants]
-    rows = []
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for row in pool.map(one_fit, jobs):
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.json:
-                args.json.write_text(json.dumps(rows, indent=1))
+    rows = run_jobs(one_fit, jobs, args.jobs, args.json)
     print(f"\n{os.cpu_count()} cores, torch CPU; schedule auto; seeds {args.seeds}")
     print(report(rows))
     return 0

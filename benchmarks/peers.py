@@ -47,7 +47,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from defaults_study import POLICIES, ROOT, TABLES, _split  # noqa: E402
+from defaults_study import POLICIES, ROOT, TABLES, _split, scratch_ledger  # noqa: E402
 
 PEERS = HERE / ".peers"
 SN_VENV = PEERS / "snsynth"
@@ -279,23 +279,11 @@ def run_vae(table: str, train: pd.DataFrame, epsilon: float) -> tuple[pd.DataFra
     spec["generator"].pop("epochs", None)
     spec["generator"].pop("batch_size", None)
     policy = parse_policy(yaml.safe_dump(spec, sort_keys=False), f"{table}-peers-vae")
-    key_dir = os.environ.get("PRIVSYNTH_KEY_DIR")
-    with tempfile.TemporaryDirectory() as tmp:
-        ledger = Path(tmp) / "ledger.sqlite"
-        os.environ["PRIVSYNTH_KEY_DIR"] = str(Path(tmp) / "keys")
-        try:
-            with ps.Ledger.open(ledger) as book:
-                book.register(policy.dataset.id, total_epsilon=1e6, total_delta=0.5,
-                              sketch=book.sketch(train), officer="peers")
-            start = time.perf_counter()
-            model = ps.Synthesizer(policy, ledger=ledger).fit(train)
-            fit_s = time.perf_counter() - start
-            synthetic = model.sample(len(train))
-        finally:
-            if key_dir is None:
-                os.environ.pop("PRIVSYNTH_KEY_DIR", None)
-            else:
-                os.environ["PRIVSYNTH_KEY_DIR"] = key_dir
+    with scratch_ledger(policy, train, officer="peers") as ledger:
+        start = time.perf_counter()
+        model = ps.Synthesizer(policy, ledger=ledger).fit(train)
+        fit_s = time.perf_counter() - start
+        synthetic = model.sample(len(train))
     plan = next((c for c in model.charges_ if c.get("mechanism") == "dp_sgd"), {})
     params = plan.get("params") or {}
     return synthetic, fit_s, {"steps": params.get("steps"), "sigma": params.get("sigma")}
