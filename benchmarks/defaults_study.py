@@ -68,6 +68,13 @@ SCHEDULES: dict[str, object] = {
     "auto/lat2": {"epochs": "auto", "batch_size": "auto", "latent_dim": 2},
     "auto/lr0.003": {"epochs": "auto", "batch_size": "auto", "learning_rate": 0.003},
     "auto/lr0.03": {"epochs": "auto", "batch_size": "auto", "learning_rate": 0.03},
+    # the target's weight in the VAE's reconstruction loss (the policy names the target)
+    # (``auto`` gives it the weight of the other columns together; tw1 is the unweighted loss)
+    "auto/tw1": {"epochs": "auto", "batch_size": "auto", "target_weight": 1.0},
+    "auto/tw3": {"epochs": "auto", "batch_size": "auto", "target_weight": 3.0},
+    "auto/tw10": {"epochs": "auto", "batch_size": "auto", "target_weight": 10.0},
+    "auto/tw30": {"epochs": "auto", "batch_size": "auto", "target_weight": 30.0},
+    "auto/tw100": {"epochs": "auto", "batch_size": "auto", "target_weight": 100.0},
 }
 
 
@@ -148,13 +155,15 @@ def one_fit(job: tuple[str, str, float, int, str]) -> dict:
         start = time.perf_counter()
         model = ps.Synthesizer(policy, ledger=ledger).fit(train)
         fit_s = time.perf_counter() - start
-        tstr = (model.audit(None, holdout).utility or {}).get("tstr") or {}
+        utility = model.audit(None, holdout).utility or {}
+        tstr = utility.get("tstr") or {}
     metric = "roc_auc" if "roc_auc" in (tstr.get("real") or {}) else tstr.get("metric", "r2")
     plan = next((c for c in model.charges_ if c.get("mechanism") == "dp_sgd"), {})
     return {"table": table, "backend": backend, "schedule": schedule, "epsilon": epsilon,
             "seed": seed,
             "metric": metric, "synthetic": (tstr.get("synthetic") or {}).get(metric),
             "real": (tstr.get("real") or {}).get(metric), "fit_s": round(fit_s, 1),
+            "marginal_tvd": utility.get("marginal_tvd_mean"),
             "steps": (plan.get("params") or {}).get("steps"),
             "sigma": (plan.get("params") or {}).get("sigma")}
 

@@ -309,13 +309,38 @@ def _fit(train: pd.DataFrame, n_public: int, policy: Policy, budget: EncodingBud
         learning_rate=g.learning_rate, accountant=policy.privacy.accountant,
         max_physical_batch=g.max_physical_batch, public_rows=n_public)
     person = policy.privacy.person if policy.privacy.unit == "person" else None
-    generator = make_generator(g, person=person) if person else make_generator(g)
+    generator = make_generator(g, person=person, column_weights=_column_weights(encoder, policy))
     generator.fit(encoder.transform(train), encoder.widths, config,
                   generator=rng.torch("training", target), device=target, progress=progress,
                   noise=rng.noise("training"))
     for charge in generator.charges_:
         spend.add(charge)
     return encoder, generator
+
+
+def _column_weights(encoder: TableEncoder | PersonEncoder, policy: Policy
+                    ) -> list[float] | tuple[list[float], list[float]] | None:
+    """The reconstruction weight of each encoded column: ``generator.target_weight`` on the
+    policy's ``audit.target`` (a public choice), 1 elsewhere; None when all are 1 or the
+    backend weights nothing (the GAN). Under ``unit: person`` a pair: (row count and fixed
+    columns, one row's varying columns), the person VAE's two groups of blocks.
+
+    ``auto`` gives the target the weight of all other modelled columns together: the sum of
+    per-column losses otherwise drowns the one relation the analyst will fit, under DP-SGD's
+    noise (measured: docs/defaults_study.md)."""
+    names = encoder.schema.names
+    target = policy.audit.target
+    weight = policy.generator.resolved_target_weight(len(names))
+    if target not in names or weight == 1.0 or policy.generator.backend != "vae":
+        return None
+
+    def of(columns: list[str]) -> list[float]:
+        return [weight if name == target else 1.0 for name in columns]
+
+    if isinstance(encoder, PersonEncoder):
+        fixed, varying = encoder.column_groups
+        return [1.0, *of(fixed)], of(varying)
+    return of(names)
 
 
 def _output_table(synthetic: pd.DataFrame, pseudonymized: list[str], policy: Policy,

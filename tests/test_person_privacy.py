@@ -129,7 +129,7 @@ class RecordingGenerator(Generator):
 def recording(monkeypatch) -> list[dict]:
     RecordingGenerator.seen = []
     monkeypatch.setattr(pipeline, "make_generator",
-                        lambda config, person=None: RecordingGenerator())
+                        lambda config, person=None, **_: RecordingGenerator())
     return RecordingGenerator.seen
 
 

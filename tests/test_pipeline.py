@@ -172,7 +172,7 @@ class CopyGenerator(Generator):
 
 def test_a_copying_synthesizer_is_blocked_and_writes_nothing_public(
         table, policy, ledger, tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "make_generator", lambda config, person=None: CopyGenerator())
+    monkeypatch.setattr(pipeline, "make_generator", lambda config, **_: CopyGenerator())
     release = pipeline.synthesize(table, policy, ledger=ledger)
     assert not release.passed
     assert any("exact_copy" in r or "dcr" in r for r in release.decision.reasons)
@@ -273,7 +273,7 @@ def test_cli_exit_codes_and_summaries(table, adult_policy_path, ledger, tmp_path
     dev = runner.invoke(app, [*args, "--policy", str(seeded_file), "--out", str(tmp_path / "d")])
     assert dev.exit_code == 2 and "DEVELOPMENT RUN" in dev.output
     assert not (tmp_path / "d" / "public").exists()
-    monkeypatch.setattr(pipeline, "make_generator", lambda config, person=None: CopyGenerator())
+    monkeypatch.setattr(pipeline, "make_generator", lambda config, **_: CopyGenerator())
     blocked = runner.invoke(app, [*args, "--policy", str(policy_file),
                                   "--out", str(tmp_path / "r2")])
     assert blocked.exit_code == 2, blocked.output

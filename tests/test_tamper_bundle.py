@@ -90,7 +90,7 @@ def made(adult, adult_policy_path, tmp_path_factory) -> dict:
     passed = pipeline.synthesize(sample, policy, ledger=ledger)
     assert passed.passed, passed.decision.reasons
     mp = pytest.MonkeyPatch()
-    mp.setattr(pipeline, "make_generator", lambda config, person=None: CopyGenerator())
+    mp.setattr(pipeline, "make_generator", lambda config, **_: CopyGenerator())
     try:
         blocked = pipeline.synthesize(sample, policy, ledger=ledger)
     finally:

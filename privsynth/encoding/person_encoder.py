@@ -49,6 +49,13 @@ class PersonEncoder:
         """The wide record's columns."""
         return PersonLayout(tuple(self.base.schema.names), self.max_rows, self.fixed)
 
+    @property
+    def column_groups(self) -> tuple[list[str], list[str]]:
+        """(fixed columns, varying columns), each in the order of the wide record's blocks."""
+        names = self.base.schema.names
+        fixed, varying = self._indices()
+        return [names[i] for i in fixed], [names[i] for i in varying]
+
     def _indices(self) -> tuple[list[int], list[int]]:
         names = self.base.schema.names
         fixed = [i for i, n in enumerate(names) if n in self.fixed]

@@ -45,12 +45,15 @@ def _one_hot(codes: torch.Tensor, widths: list[int]) -> torch.Tensor:
     return out
 
 
-def _block_nll(logits: torch.Tensor, codes: torch.Tensor, widths: list[int]) -> torch.Tensor:
-    """Sum over blocks of the true slot's negative log-probability: shape ``codes.shape[:-1]``."""
+def _block_nll(logits: torch.Tensor, codes: torch.Tensor, widths: list[int],
+               weights: list[float] | None = None) -> torch.Tensor:
+    """Sum over blocks of the true slot's negative log-probability (block j scaled by
+    ``weights[j]``, default 1): shape ``codes.shape[:-1]``."""
     total = torch.zeros(codes.shape[:-1], device=logits.device)
     for j, block in enumerate(torch.split(logits, widths, dim=-1)):
         logp = torch.log_softmax(block, dim=-1)
-        total = total - logp.gather(-1, codes[..., j:j + 1]).squeeze(-1)
+        term = logp.gather(-1, codes[..., j:j + 1]).squeeze(-1)
+        total = total - (term if weights is None else weights[j] * term)
     return total
 
 
@@ -58,8 +61,10 @@ class PersonVAEModule(nn.Module):
     """q(z | person) and p(person | z); ``forward`` returns each person's negative ELBO."""
 
     def __init__(self, person_widths: list[int], row_widths: list[int], max_rows: int,
-                 hidden: int, latent_dim: int, kl_weight: float) -> None:
+                 hidden: int, latent_dim: int, kl_weight: float,
+                 weights: tuple[list[float] | None, list[float] | None] = (None, None)) -> None:
         super().__init__()
+        self.person_weights, self.row_weights = weights
         self.person_widths, self.row_widths = list(person_widths), list(row_widths)
         self.max_rows, self.latent_dim, self.kl_weight = max_rows, latent_dim, kl_weight
         self.row_in = mlp([sum(row_widths) + max_rows, hidden])
@@ -91,8 +96,9 @@ class PersonVAEModule(nn.Module):
         log_var = log_var.clamp(-8.0, 8.0)
         z = mu + noise * torch.exp(0.5 * log_var)
         person_logits, row_logits = self.decode(z)
-        reconstruction = _block_nll(person_logits, person, self.person_widths) + (
-            _block_nll(row_logits, rows, self.row_widths) * mask).sum(1)
+        reconstruction = _block_nll(person_logits, person, self.person_widths,
+                                    self.person_weights) + (
+            _block_nll(row_logits, rows, self.row_widths, self.row_weights) * mask).sum(1)
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
         return reconstruction + self.kl_weight * kl
 
@@ -104,11 +110,14 @@ class PersonVAE(Generator):
     name = "person_vae"
 
     def __init__(self, *, max_rows: int, n_fixed: int, hidden: list[int] | None = None,
-                 latent_dim: int = 16, kl_weight: float = 1.0) -> None:
+                 latent_dim: int = 16, kl_weight: float = 1.0,
+                 column_weights: tuple[list[float], list[float]] | None = None) -> None:
         self.max_rows, self.n_fixed = int(max_rows), int(n_fixed)
         self.hidden = list(hidden or [64])
         self.latent_dim = latent_dim
         self.kl_weight = kl_weight
+        # Training only: (row count and fixed blocks, one row's blocks) loss weights.
+        self.column_weights = column_weights
 
     def _split_widths(self, widths: list[int]) -> tuple[list[int], list[int]]:
         person = list(widths[:1 + self.n_fixed])
@@ -120,7 +129,7 @@ class PersonVAE(Generator):
     def _module(self, widths: list[int]) -> PersonVAEModule:
         person, row = self._split_widths(widths)
         return PersonVAEModule(person, row, self.max_rows, self.hidden[0], self.latent_dim,
-                               self.kl_weight)
+                               self.kl_weight, self.column_weights or (None, None))
 
     def _parts(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         width = 1 + self.n_fixed

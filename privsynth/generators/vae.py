@@ -38,9 +38,10 @@ class VAEModule(nn.Module):
     """Encoder q(z|x) and decoder p(x|z). ``forward`` returns each row's negative ELBO."""
 
     def __init__(self, widths: list[int], hidden: list[int], latent_dim: int,
-                 kl_weight: float = 1.0) -> None:
+                 kl_weight: float = 1.0, column_weights: list[float] | None = None) -> None:
         super().__init__()
         self.kl_weight = kl_weight
+        self.column_weights = column_weights
         self.widths = list(widths)
         self.latent_dim = latent_dim
         total = sum(widths)
@@ -52,7 +53,8 @@ class VAEModule(nn.Module):
         mu, log_var = self.encoder(x).chunk(2, dim=1)
         log_var = log_var.clamp(-8.0, 8.0)
         z = mu + noise * torch.exp(0.5 * log_var)
-        reconstruction = block_cross_entropy(self.decoder(z), codes, self.widths)
+        reconstruction = block_cross_entropy(self.decoder(z), codes, self.widths,
+                                             self.column_weights)
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=1)
         return reconstruction + self.kl_weight * kl
 
@@ -63,10 +65,12 @@ class DPVAE(Generator):
     name = "vae"
 
     def __init__(self, *, hidden: list[int] | None = None, latent_dim: int = 32,
-                 kl_weight: float = 1.0) -> None:
+                 kl_weight: float = 1.0, column_weights: list[float] | None = None) -> None:
         self.hidden = list(hidden or [256, 256])
         self.latent_dim = latent_dim
         self.kl_weight = kl_weight
+        # Training only: each column's weight in the reconstruction loss (``target_weight``).
+        self.column_weights = column_weights
 
     def fit(self, codes: np.ndarray, widths: list[int], config: DPSGDConfig, *,
             generator: torch.Generator, device: torch.device,
@@ -74,7 +78,8 @@ class DPVAE(Generator):
         """Train on slot indices under DP-SGD; records the charge in ``charges_``."""
         data = torch.as_tensor(codes, dtype=torch.long, device=device)
         with seeded_init(generator):
-            module = VAEModule(widths, self.hidden, self.latent_dim, self.kl_weight)
+            module = VAEModule(widths, self.hidden, self.latent_dim, self.kl_weight,
+                               self.column_weights)
         offsets = torch.tensor(block_offsets(widths), device=device)
 
         def loss_fn(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:

@@ -285,6 +285,10 @@ class GeneratorPolicy(_Frozen):
     hidden: list[Annotated[int, Field(ge=4)]] = Field(default_factory=lambda: [64])
     latent_dim: Annotated[int, Field(ge=2)] = 8
     kl_weight: Annotated[float, Field(gt=0, le=10)] = 0.2
+    # Weight of ``audit.target``'s term in the VAE's reconstruction loss (public: the policy
+    # names the target). ``auto``: the number of other modelled columns, so the target weighs
+    # as much as the rest of the row (docs/defaults_study.md); 1 treats it as any other column.
+    target_weight: Annotated[float, Field(ge=1, le=1000)] | Literal["auto"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Largest number of rows run through the model at once; a larger Poisson batch is split
     # into chunks whose clipped gradients are summed before the noise (memory, not privacy).
@@ -298,6 +302,13 @@ class GeneratorPolicy(_Frozen):
             defaults = BACKEND_DEFAULTS.get(backend, BACKEND_DEFAULTS["vae"])
             data = {**defaults, **data}
         return data
+
+    def resolved_target_weight(self, n_modelled: int) -> float:
+        """``target_weight`` with ``auto`` resolved from the schema's column count (public):
+        the target weighs as much as the other ``n_modelled - 1`` columns together."""
+        if self.target_weight == "auto":
+            return float(max(1, n_modelled - 1))
+        return float(self.target_weight)
 
     def schedule(self, n_public: int) -> Schedule:
         """The expected batch and epochs for ``n_public`` public training rows (or persons):

@@ -108,6 +108,18 @@ def _unit(policy: Policy) -> dict[str, Any]:
     }
 
 
+def _generator_settings(policy: Policy, schema: TableSchema) -> dict[str, Any]:
+    """The policy's generator block, plus the target weight the VAE trained with (``auto``
+    resolved from the public schema; 1 where no target is modelled or the backend does not
+    weight columns)."""
+    settings = policy.generator.model_dump(mode="json")
+    names = [c.name for c in schema.columns]
+    weighted = policy.generator.backend == "vae" and policy.audit.target in names
+    settings["target_weight_applied"] = (
+        policy.generator.resolved_target_weight(len(names)) if weighted else 1.0)
+    return settings
+
+
 def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
                    schema: TableSchema, synthetic_rows: int, seed_mode: str,
                    column_actions: dict[str, str],
@@ -130,7 +142,7 @@ def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
         "schema": schema.to_dict(),
         "columns": column_actions,
         **({"relations": [r.describe() for r in policy.relations]} if policy.relations else {}),
-        "generator": policy.generator.model_dump(mode="json"),
+        "generator": _generator_settings(policy, schema),
         "versions": versions(),
     }
 
