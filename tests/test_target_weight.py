@@ -98,12 +98,14 @@ def _tstr(tmp_path, seed: int, extra: str = "") -> float:
 
 
 def test_the_default_keeps_the_target_relation_at_epsilon_one(tmp_path):
-    """Real TSTR here is about 0.9. Unweighted, 12 noise columns drown y's one-column relation
-    under DP-SGD at ε = 1; the default weight keeps it. Two seeds each, compared in the mean."""
+    """Real TSTR here is about 0.9 (y follows x > 5 nine times in ten). Unweighted, 12 noise
+    columns drown y's one-column relation under DP-SGD at ε = 1; the default weight keeps it.
+    Two seeded fits each, compared in the mean; the limits leave about half the measured gap
+    (0.80 against 0.56) for platform differences."""
     weighted = np.mean([_tstr(tmp_path, s) for s in (1, 2)])
     unweighted = np.mean([_tstr(tmp_path, s, ", target_weight: 1") for s in (1, 2)])
-    assert weighted > 0.75, (weighted, unweighted)
-    assert weighted > unweighted + 0.05, (weighted, unweighted)
+    assert weighted > 0.7, (weighted, unweighted)  # measured 0.80 (seeds 1, 2)
+    assert weighted > unweighted + 0.1, (weighted, unweighted)  # measured 0.56
 
 
 @pytest.mark.parametrize(("target", "expected"), [
