@@ -71,7 +71,7 @@ def german(tmp_path_factory):
     path = _shared("german_credit")
     policy = lp.load_policy("german_credit")
     policy = policy.model_copy(update={
-        "generator": policy.generator.model_copy(update={"epochs": 10}),
+        "generator": policy.generator.model_copy(update={"epochs": 10.0}),
         "audit": policy.audit.model_copy(update={"attacks": FAST_ATTACKS})})
     location = registered_ledger(tmp_path_factory.mktemp("leak-panel") / "ledger.sqlite",
                                  policy.dataset.id, path)
