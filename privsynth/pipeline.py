@@ -330,8 +330,8 @@ def _column_weights(encoder: TableEncoder | PersonEncoder, policy: Policy
     noise (measured: docs/defaults_study.md)."""
     names = encoder.schema.names
     target = policy.audit.target
-    weight = policy.generator.resolved_target_weight(len(names))
-    if target not in names or weight == 1.0 or policy.generator.backend != "vae":
+    weight = policy.generator.applied_target_weight(target, names)
+    if weight == 1.0:
         return None
 
     def of(columns: list[str]) -> list[float]:

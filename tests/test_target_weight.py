@@ -124,3 +124,16 @@ def test_the_person_vae_weights_the_target_where_it_is_modelled(target, expected
     encoder = PersonEncoder(base, 3, ("sex", "age"))
     assert encoder.column_groups == (["sex", "age"], ["day", "lab", "arm"])
     assert _column_weights(encoder, policy) == expected  # [row count, *fixed], [*varying]
+
+
+def test_the_manifest_states_the_weight_the_pipeline_trained_with():
+    from privsynth.release.manifest import _generator_settings  # noqa: PLC0415
+
+    names = ["x", *NOISE_COLUMNS, "y"]
+    schema = SimpleNamespace(names=names)
+    vae = parse_policy(_policy(0), "p.yaml")
+    gan = parse_policy(_policy(0).replace("backend: vae", "backend: gan"), "p.yaml")
+    assert _generator_settings(vae, schema)["target_weight_applied"] == 13.0
+    assert _generator_settings(gan, schema)["target_weight_applied"] == 1.0
+    encoder = SimpleNamespace(schema=schema)
+    assert max(_column_weights(encoder, vae)) == 13.0

@@ -72,12 +72,13 @@ def sample_blocks(logits: torch.Tensor, widths: list[int],
 
 def block_cross_entropy(logits: torch.Tensor, codes: torch.Tensor, widths: list[int],
                         weights: list[float] | None = None) -> torch.Tensor:
-    """Per-row sum over blocks of the cross-entropy of the true slot: shape (B,). ``weights``
-    (one per block, default 1) scale each block's term."""
-    total = torch.zeros(logits.shape[0], device=logits.device)
-    for j, block in enumerate(torch.split(logits, widths, dim=1)):
-        logp = torch.log_softmax(block, dim=1)
-        term = logp.gather(1, codes[:, j : j + 1]).squeeze(1)
+    """Sum over blocks (the last axis) of the true slot's cross-entropy, block j scaled by
+    ``weights[j]`` (default 1): shape ``codes.shape[:-1]``, e.g. (B,) for rows or (B, k) for
+    a person's k slots."""
+    total = torch.zeros(codes.shape[:-1], device=logits.device)
+    for j, block in enumerate(torch.split(logits, widths, dim=-1)):
+        logp = torch.log_softmax(block, dim=-1)
+        term = logp.gather(-1, codes[..., j : j + 1]).squeeze(-1)
         total = total - (term if weights is None else weights[j] * term)
     return total
 

@@ -28,6 +28,7 @@ from torch import nn
 from privsynth.generators.base import (
     Generator,
     ProgressFn,
+    block_cross_entropy,
     block_offsets,
     sample_blocks,
     seeded_init,
@@ -43,18 +44,6 @@ def _one_hot(codes: torch.Tensor, widths: list[int]) -> torch.Tensor:
     out = torch.zeros(*codes.shape[:-1], sum(widths), device=codes.device)
     out.scatter_(-1, codes + offsets, 1.0)
     return out
-
-
-def _block_nll(logits: torch.Tensor, codes: torch.Tensor, widths: list[int],
-               weights: list[float] | None = None) -> torch.Tensor:
-    """Sum over blocks of the true slot's negative log-probability (block j scaled by
-    ``weights[j]``, default 1): shape ``codes.shape[:-1]``."""
-    total = torch.zeros(codes.shape[:-1], device=logits.device)
-    for j, block in enumerate(torch.split(logits, widths, dim=-1)):
-        logp = torch.log_softmax(block, dim=-1)
-        term = logp.gather(-1, codes[..., j:j + 1]).squeeze(-1)
-        total = total - (term if weights is None else weights[j] * term)
-    return total
 
 
 class PersonVAEModule(nn.Module):
@@ -96,9 +85,9 @@ class PersonVAEModule(nn.Module):
         log_var = log_var.clamp(-8.0, 8.0)
         z = mu + noise * torch.exp(0.5 * log_var)
         person_logits, row_logits = self.decode(z)
-        reconstruction = _block_nll(person_logits, person, self.person_widths,
+        reconstruction = block_cross_entropy(person_logits, person, self.person_widths,
                                     self.person_weights) + (
-            _block_nll(row_logits, rows, self.row_widths, self.row_weights) * mask).sum(1)
+            block_cross_entropy(row_logits, rows, self.row_widths, self.row_weights) * mask).sum(1)
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
         return reconstruction + self.kl_weight * kl
 

@@ -303,11 +303,14 @@ class GeneratorPolicy(_Frozen):
             data = {**defaults, **data}
         return data
 
-    def resolved_target_weight(self, n_modelled: int) -> float:
-        """``target_weight`` with ``auto`` resolved from the schema's column count (public):
-        the target weighs as much as the other ``n_modelled - 1`` columns together."""
+    def applied_target_weight(self, target: str | None, modelled: list[str]) -> float:
+        """The weight ``target`` gets in the VAE's loss over the ``modelled`` columns (public
+        schema): ``auto`` is ``len(modelled) - 1``, so the target weighs as much as the other
+        columns together; 1 where nothing is weighted (no modelled target, or the GAN)."""
+        if self.backend != "vae" or target not in modelled:
+            return 1.0
         if self.target_weight == "auto":
-            return float(max(1, n_modelled - 1))
+            return float(max(1, len(modelled) - 1))
         return float(self.target_weight)
 
     def schedule(self, n_public: int) -> Schedule:

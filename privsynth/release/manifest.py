@@ -113,10 +113,8 @@ def _generator_settings(policy: Policy, schema: TableSchema) -> dict[str, Any]:
     resolved from the public schema; 1 where no target is modelled or the backend does not
     weight columns)."""
     settings = policy.generator.model_dump(mode="json")
-    names = [c.name for c in schema.columns]
-    weighted = policy.generator.backend == "vae" and policy.audit.target in names
-    settings["target_weight_applied"] = (
-        policy.generator.resolved_target_weight(len(names)) if weighted else 1.0)
+    settings["target_weight_applied"] = policy.generator.applied_target_weight(
+        policy.audit.target, schema.names)
     return settings
 
 
