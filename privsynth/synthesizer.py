@@ -32,9 +32,10 @@ import torch
 import yaml
 
 from privsynth import pipeline
+from privsynth.audit.copies import chance_copy_share
 from privsynth.audit.person import run_person_audit
 from privsynth.audit.runner import AuditResult
-from privsynth.audit.stats import audit_sample_rows
+from privsynth.audit.stats import audit_sample_rows, copy_rows_needed
 from privsynth.data.persons import PersonLayout, to_wide, wide_records
 from privsynth.data.schema import TableSchema
 from privsynth.data.split import train_holdout_split
@@ -181,12 +182,14 @@ class Synthesizer:
         decoded, owners = self._draw(rows)
         return self._output(decoded, owners)
 
-    def _draw(self, n: int) -> tuple[pd.DataFrame, np.ndarray | None]:
+    def _draw(self, n: int, stream: str = "sample") -> tuple[pd.DataFrame, np.ndarray | None]:
         """``n`` decoded records (modelled columns only, before pseudonyms): rows, or under
         ``unit: person`` the rows of ``n`` persons with each row's person index (a person's
-        rows contiguous, ordered by ``person.order_by``)."""
-        codes = self.generator_.sample(n, generator=self._rng.torch("sample", self._target))
-        decoded = self.encoder_.inverse_transform(codes, self._rng.numpy("decode"))
+        rows contiguous, ordered by ``person.order_by``). Each ``stream`` is an independent
+        draw (in a seeded development run a stream repeats its rows)."""
+        codes = self.generator_.sample(n, generator=self._rng.torch(stream, self._target))
+        decoded = self.encoder_.inverse_transform(codes, self._rng.numpy(
+            "decode" if stream == "sample" else f"decode:{stream}"))
         if not self.per_person:
             return decoded, None
         rows, owners = decoded
@@ -196,6 +199,26 @@ class Synthesizer:
             order = np.lexsort((key[order_by].fillna(np.inf).to_numpy(), owners))
             rows, owners = rows.iloc[order].reset_index(drop=True), owners[order]
         return rows, owners
+
+    def _audit_draw(self, train: pd.DataFrame, holdout: pd.DataFrame, stream: str = "sample"
+                    ) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """The audit's draw (post-processing): ``audit_sample_rows(N̂)`` records, the released
+        ones first; at row level with ``audit.audit_rows: auto``, topped up to
+        ``copy_rows_needed`` rows where honest output hits many rare real rows by chance (a
+        low-entropy table), so the copy rates' intervals resolve their thresholds. The top-up
+        reads only a label-free share (``copies.chance_copy_share``)."""
+        audit = self.policy.audit
+        decoded, owners = self._draw(audit_sample_rows(self.n_public_, audit), stream)
+        if owners is not None or audit.audit_rows != "auto":
+            return decoded, owners
+        records = self._model_records(decoded, None)
+        share = chance_copy_share(train, holdout, records, list(self.schema_.names),
+                                  audit.quasi_identifiers)
+        need = copy_rows_needed(share, len(train) / (len(train) + len(holdout)), audit)
+        if need <= len(decoded):
+            return decoded, owners
+        more, _ = self._draw(need - len(decoded), f"{stream}:top-up")
+        return pd.concat([decoded, more], ignore_index=True), None
 
     def _output(self, decoded: pd.DataFrame, owners: np.ndarray | None) -> pd.DataFrame:
         """The released form; under ``unit: person`` the identifier column gets one fresh
@@ -233,8 +256,7 @@ class Synthesizer:
         members = self._train if train is None else self._read_rows(train, "train")
         others = self._read_rows(holdout, "holdout")
         if synthetic is None:
-            scored = self._model_records(*self._draw(audit_sample_rows(self.n_public_,
-                                                                       self.policy.audit)))
+            scored = self._model_records(*self._audit_draw(members, others))
         elif self.per_person:
             raise PrivsynthError("Synthesizer.audit(synthetic=...) is row-level only; under "
                                  "privacy.unit: person leave synthetic=None (fresh persons)")
@@ -294,8 +316,8 @@ class Synthesizer:
         policy, rng, n_public = self.policy, self._rng, self.n_public_
         train = self._train
         own = self._holdout if holdout is None else self._read_rows(holdout, "holdout")
-        n_audit = audit_sample_rows(n_public, policy.audit)
-        decoded, owners = self._draw(n_audit)
+        decoded, owners = self._audit_draw(train, own)
+        n_audit = len(decoded) if owners is None else int(owners.max(initial=-1)) + 1
         keep = slice(None, n_public) if owners is None else owners < n_public
         synthetic = decoded[keep].reset_index(drop=True)
         audited = self._model_records(decoded, owners)

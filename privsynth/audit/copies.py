@@ -23,12 +23,34 @@ sizes it is the paired excess (train events - holdout events) / n used before. A
 never saw the training rows matches both sides in proportion, so f stays about 0 even on a
 low-entropy table where many rows are common.
 
-**Intervals and null.** The Wilson-based interval treats each event's label as independent; when
-several synthetic rows attach to the same real row they move together, which only the
-permutation null sees: the labels are re-drawn at the same sizes over the cached matches and
-neighbour lists (never a new search), giving the null's mean, 95th percentile and standard
-deviation (``details``). The upper end gated is the larger of the Wilson bound and
-``f + z·sd_null``.
+**Per synthetic row, or per real record.** Each event is a synthetic row attached to one real
+row. The gated count is per synthetic row: the rate at which the release emits copies, so a
+model that emits a few training records over and over (the isolated-record leak) is caught.
+On a table where honest output hits many rare real rows by chance, some of them many times,
+that count's null is too wide to resolve the threshold whatever the number of rows drawn: on
+health_insurance (11 mostly binary columns) 11% of an honest model's rows equal a real row that
+is unique in the pooled data, up to 13 times each in 30,000 rows, and the per-row null sd stays
+near 0.0035 (the labels of those few rows decide it) against the 0.005 limit. There (z·sd of
+the per-row null at least half the threshold, estimated from the *holdout* rows' hit counts
+alone, so that a leak, which adds hits to training records only, cannot trigger the switch)
+the gate counts each real row once instead: the number of training records reproduced
+beyond chance per synthetic row scored, whose null sd falls as 1/n (0.0014 at 30,000 rows); a
+leak of k fresh copied records still moves it by about k / n. Few records repeated many times
+then count once each; that is what the targeted attack on isolated records (``targeted.py``)
+looks at, and on health_insurance it blocks 1% near-copies of the 1% most isolated training
+rows at TPR 0.38. ``details`` has both counts and says which was gated (``counted_per``).
+
+**How many rows.** The statistic's null sd is about ``sqrt(q π / ((1 - π) n))``, q the share of
+synthetic rows that hit a distinct rare real row, so on a table where honest output hits many
+rare rows by chance (q ≈ 0.09 on health_insurance against about 0 on German credit or telecom
+churn) the audit draws more synthetic rows from the trained model (post-processing; see
+``stats.copy_rows_needed``), which ``Synthesizer.release`` does from a first draw's q, a
+statistic that reads no train/holdout label.
+
+**Intervals and null.** The Wilson-based interval treats each event's label as independent; the
+permutation null re-draws the labels at the same sizes over the cached matches and neighbour
+lists (never a new search), giving the null's mean, 95th percentile and standard deviation
+(``details``). The upper end gated is the larger of the Wilson bound and ``f + z·sd_null``.
 """
 
 from __future__ import annotations
@@ -36,6 +58,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
 from privsynth.audit.context import AuditContext, PooledNeighbours
 from privsynth.audit.distance import row_hashes
@@ -71,29 +94,65 @@ def _event_risk(ctx: AuditContext, name: str, attack: str, attached: np.ndarray,
     """Excess event rate over chance with its interval and permutation null.
 
     ``attached``: the pooled index (train rows first) of the real row each event is attached
-    to, one entry per event; ``n`` synthetic rows in all."""
+    to, one entry per synthetic row that is an event; ``n`` synthetic rows in all. Two counts
+    are formed over the same permutations (module docstring): per synthetic row, and per real
+    row (each counted once). The per-row count is gated unless honest output's clustering,
+    read from the holdout rows alone (``_honest_row_sd``), makes its null too wide to resolve
+    the threshold (z·sd ≥ threshold / 2); then the per-record count is."""
     n_pooled = n_train + n_holdout
     share = n_train / n_pooled
     is_train = np.arange(n_pooled) < n_train
-    a, m = int(is_train[attached].sum()), int(attached.size)
-    est, low, high = excess_share_ci(a, m, n, share, confidence)
+    records = np.unique(attached)
     rng = ctx.rng(f"null-{name}")
-    null = np.empty(max(ctx.resamples, 1))
-    for i in range(null.size):
+    nulls = np.empty((max(ctx.resamples, 1), 2))
+    for i in range(nulls.shape[0]):
         labels = np.zeros(n_pooled, dtype=bool)
         labels[rng.permutation(n_pooled)[:n_train]] = True
-        null[i] = (labels[attached].sum() - share * m) / ((1.0 - share) * n)
-    summary = null_summary(null, 0.0, exact_mean=0.0)
+        nulls[i] = [(labels[ev].sum() - share * ev.size) / ((1.0 - share) * n)
+                    for ev in (attached, records)]
     z = _z(confidence)
-    high = max(high, est + z * summary["null_sd"])
-    low = min(low, est - z * summary["null_sd"])
+    limit = getattr(ctx.config.thresholds, threshold_key or name)
+    counts = {}
+    for col, (unit, ev) in enumerate((("synthetic_rows", attached), ("real_records", records))):
+        a, m = int(is_train[ev].sum()), int(ev.size)
+        est, low, high = excess_share_ci(a, m, n, share, confidence)
+        summary = null_summary(nulls[:, col], 0.0, exact_mean=0.0)
+        counts[unit] = {"estimate": est, "ci_low": min(low, est - z * summary["null_sd"]),
+                        "ci_high": max(high, est + z * summary["null_sd"]), "events": m,
+                        "train_events": a, "holdout_events": m - a, "summary": summary}
+    honest_sd = _honest_row_sd(attached, n, n_train, n_holdout)
+    unit = "synthetic_rows" if z * honest_sd < limit / 2 else "real_records"
+    pick = counts[unit]
     return RiskResult(
-        name=name, value=est, ci_low=low, ci_high=high, baseline=0.0,
-        threshold_key=threshold_key or name, attack=attack,
+        name=name, value=pick["estimate"], ci_low=pick["ci_low"], ci_high=pick["ci_high"],
+        baseline=0.0, threshold_key=threshold_key or name, attack=attack,
         details={"synthetic_rows": n, "train_rows": n_train, "holdout_rows": n_holdout,
-                 "train_share": share, "events": m, "train_events": a,
-                 "holdout_events": m - a, "observed_count": a, **summary, **details},
+                 "train_share": share, "counted_per": unit,
+                 "per_row_null_sd_from_holdout": honest_sd, "events": pick["events"],
+                 "train_events": pick["train_events"],
+                 "holdout_events": pick["holdout_events"],
+                 "observed_count": pick["train_events"], **pick["summary"],
+                 "per_count": {u: {k: v for k, v in c.items() if k != "summary"}
+                               | {"null_sd": c["summary"]["null_sd"]}
+                               for u, c in counts.items()},
+                 **details},
     )
+
+
+def _honest_row_sd(attached: np.ndarray, n: int, n_train: int, n_holdout: int) -> float:
+    """The per-row count's null sd as an honest release would have it, from the holdout rows'
+    hit counts alone: sd = sqrt(π (1 - π) Σ c²) / ((1 - π) n) over the pooled rows' hit counts
+    c, with Σ c² estimated by the holdout rows' sum / (1 - π). A leak adds hits to training
+    records only, so it cannot widen this estimate and switch the gate to the per-record count
+    (whose power against a few records repeated many times is low); honest clustering shows on
+    both sides alike."""
+    n_pooled = n_train + n_holdout
+    share = n_train / n_pooled
+    if n <= 0 or not 0.0 < share < 1.0:
+        return 0.0
+    hold = np.bincount(attached[attached >= n_train] - n_train, minlength=n_holdout)
+    sum_sq = float(np.sum(hold.astype(float) ** 2)) / (1.0 - share)
+    return math.sqrt(share * (1.0 - share) * sum_sq) / ((1.0 - share) * n)
 
 
 def _copy_risk(ctx: AuditContext, name: str, attack: str, cols: list[str],
@@ -114,6 +173,29 @@ def _copy_risk(ctx: AuditContext, name: str, attack: str, cols: list[str],
          "copies_of_holdout_rows": int((attached >= len(train)).sum()),
          "interval": "larger of the Wilson-based excess interval (stats.excess_share_ci) and "
                      "estimate ± z·sd of the permutation null", **details})
+
+
+def chance_copy_share(train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.DataFrame,
+                      columns: list[str], quasi_identifiers: list[str] | None = None) -> float:
+    """Share of ``synthetic`` rows' worth of distinct rare real rows they reproduce:
+    (distinct real rows, unique in train and holdout pooled, that some synthetic row equals) / n,
+    the larger of the exact-copy and the unique-QI rule. It reads no train/holdout label (the
+    two frames are pooled), so choosing the audit's size from it leaves both checks' null exact.
+    """
+    n = len(synthetic)
+    if n == 0:
+        return 0.0
+    pooled = np.concatenate([row_hashes(train, columns), row_hashes(holdout, columns)])
+    hs = row_hashes(synthetic, columns)
+    keys = [pooled]
+    qi = [c for c in (quasi_identifiers or []) if c in columns]
+    if qi and qi != list(columns):
+        keys.append(np.concatenate([row_hashes(train, qi), row_hashes(holdout, qi)]))
+    hits = 0
+    for key in keys:
+        match = _match(hs, pooled, _pooled_unique(key))
+        hits = max(hits, int(np.unique(match[match >= 0]).size))
+    return hits / n
 
 
 def exact_copies(ctx: AuditContext) -> list[RiskResult]:

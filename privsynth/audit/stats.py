@@ -393,6 +393,27 @@ def audit_sample_rows(n_public: int, audit, confidence: float = 0.95) -> int:
     return max(n_public, min(need, MAX_AUDIT_ROWS))
 
 
+def copy_rows_needed(chance_share: float, train_share: float, audit,
+                     confidence: float = 0.95) -> int:
+    """Synthetic rows at which an honest release's copy-rate upper bound sits at about half the
+    smallest copy threshold, given ``chance_share`` (q: distinct rare real rows hit per synthetic
+    row, ``copies.chance_copy_share``) and π = n_train / n_pooled. 0 when no copy check runs.
+
+    With m ≈ q·n distinct events (an upper estimate: the distinct rows hit grow more slowly than
+    n), the excess ``(a - π m) / ((1 - π) n)`` has null sd sqrt(q π / ((1 - π) n)); z·sd ≤ t/2
+    gives n ≥ 4 z² q π / ((1 - π) t²). Health insurance (q ≈ 0.09, π = 1/2, t = 0.005): about
+    39,000 rows; tables whose honest output hits rare rows rarely (q < 0.02) need fewer than
+    the 7,683 that ``audit_sample_rows`` draws anyway. At most ``MAX_AUDIT_ROWS``."""
+    limits = audit.thresholds.model_dump()
+    keys = {"exact_copy": "exact_copy_rate", "unique_qi": "unique_qi_copy_rate"}
+    ts = [limits[k] for a, k in keys.items() if a in audit.attacks and limits.get(k, 0) > 0]
+    if not ts or chance_share <= 0 or not 0.0 < train_share < 1.0:
+        return 0
+    z = _z(confidence)
+    need = 4.0 * z * z * chance_share * train_share / ((1.0 - train_share) * min(ts) ** 2)
+    return min(math.ceil(need), MAX_AUDIT_ROWS)
+
+
 def auc_min_rows(threshold: float, confidence: float = 0.95, honest_excess: float = 0.02,
                  power: float = 0.95) -> int:
     """Rows per side (members = non-members = n) at which an honest release, AUC at most
