@@ -4,10 +4,11 @@ For each shared table (``../shared/datasets``) and its reviewed policy
 (``benchmarks/policies/<table>.yaml``):
 
 1. **Honest releases.** ``--models M`` independent releases with the real pipeline
-   (``privsynth.synthesize``, OS entropy, no seed, a temporary ledger with the population
-   registered), each drawing ``--samples S`` fresh audit samples from its trained model (one
-   sample = the rows the audit scores for one release, ``audit_sample_rows``; the S samples are
-   disjoint slices of one larger draw from the model: independent given the model). What the
+   (``privsynth.Synthesizer`` fit and release, as ``synthesize`` runs them: OS entropy, no
+   seed, a temporary ledger with the population registered), each giving ``--samples S`` audit
+   samples of its trained model: sample 0 is the release's own audit draw, the others fresh
+   draws sized by the same rule (``Synthesizer._audit_draw``: ``audit_sample_rows``, topped up
+   on low-entropy tables); independent given the model. What the
    audit needs (train and holdout rows, the audited synthetic rows in model space, the schema) is
    cached under ``benchmarks/.cache/leak_panel/`` (outside git), so the panel re-audits in minutes
    after a gate change; ``--retrain`` refreshes it.
@@ -57,10 +58,10 @@ sys.path.insert(0, str(ROOT))
 import privsynth as ps  # noqa: E402
 from privsynth.audit.distance import fit_embedding, nearest_neighbors  # noqa: E402
 from privsynth.audit.runner import run_audit  # noqa: E402
-from privsynth.audit.stats import audit_sample_rows  # noqa: E402
 from privsynth.data.schema import TableSchema  # noqa: E402
 from privsynth.gate import GateDecision, decide  # noqa: E402
 from privsynth.policy.model import Policy  # noqa: E402
+from privsynth.synthesizer import Synthesizer  # noqa: E402
 
 DATASETS = Path(os.environ.get("PRIVSYNTH_DATASETS", ROOT.parent / "shared" / "datasets"))
 POLICIES = ROOT / "benchmarks" / "policies"
@@ -124,20 +125,14 @@ def _load(path: Path) -> Honest:
     return obj if isinstance(obj, Honest) else Honest(**obj)
 
 
-def _audit_chunk_rows(policy: Policy) -> int:
-    """Rows one audit scores, from the policy's public size (an upper estimate of N̂)."""
-    rows = policy.dataset.rows or 0
-    n_train = math.ceil(rows * (1 - policy.audit.holdout_fraction) * 1.05) + 50
-    return audit_sample_rows(n_train, policy.audit)
-
-
 def generate(table: str, models: int, samples: int, *, retrain: bool = False,
              log: Callable[[str], None] = print) -> list[Honest]:
     """Honest releases of ``table`` (cached): one real pipeline run per model, OS entropy.
 
-    The run's policy is the reviewed one with ``audit.audit_rows`` raised to S audit samples
-    (post-processing: more rows drawn from the same trained model); the S samples are its
-    consecutive slices of ``audit_sample_rows(N̂)`` rows, the first holding the released rows.
+    Sample 0 is the release's own audit draw (the released rows first); samples 1..S-1 are
+    fresh draws of the same trained model (post-processing), each sized as the pipeline sizes
+    its audit (``Synthesizer._audit_draw``: ``audit_sample_rows(N̂)``, topped up where honest
+    output hits many rare real rows by chance).
     """
     policy = load_policy(table)
     out: list[Honest] = []
@@ -152,11 +147,10 @@ def generate(table: str, models: int, samples: int, *, retrain: bool = False,
         todo.append(m)
     if not todo:
         return out
-    # The pipeline's own audit of the S-sample draw is information only (the panel re-audits each
-    # sample with the reviewed policy): it runs the exact-copy check alone, to save CPU. Audit
-    # settings change neither the encoding, the training nor the ε spent.
-    audit = policy.audit.model_copy(update={
-        "audit_rows": samples * _audit_chunk_rows(policy), "attacks": ["exact_copy"]})
+    # The pipeline's own audit of its draw is information only (the panel re-audits each sample
+    # with the reviewed policy): it runs the exact-copy check alone, to save CPU. Audit settings
+    # change neither the encoding, the training nor the ε spent.
+    audit = policy.audit.model_copy(update={"attacks": ["exact_copy"]})
     run_policy = policy.model_copy(update={"audit": audit})
     path = data_path(table)
     with tempfile.TemporaryDirectory(prefix="leak-panel-") as tmp:
@@ -167,14 +161,22 @@ def generate(table: str, models: int, samples: int, *, retrain: bool = False,
                           sketch=book.sketch(path), officer="leak panel")
         for m in todo:
             start = time.perf_counter()
-            release = ps.synthesize(path, run_policy, ledger=location)
+            model = Synthesizer(run_policy, ledger=location)
+            model._fit_table(path, holdout_fraction=policy.audit.holdout_fraction,
+                             release_id=None)
+            release = model.release()
             seconds = time.perf_counter() - start
             inputs = release.audit_inputs
             assert inputs is not None
             n_public = int(release.manifest["synthetic_rows"])
-            chunk = audit_sample_rows(n_public, policy.audit)
-            frames = [inputs.synthetic.iloc[i * chunk:(i + 1) * chunk].reset_index(drop=True)
-                      for i in range(samples)]
+            # sample 0 is the release's own audit draw (the released rows first); the others
+            # are fresh draws of the same trained model, sized by the same rule (audit rows,
+            # topped up on low-entropy tables: Synthesizer._audit_draw)
+            frames = [inputs.synthetic.reset_index(drop=True)] + [
+                model._model_records(*model._audit_draw(model._train, model._holdout,
+                                                         f"panel-sample-{i}"))
+                for i in range(1, samples)]
+            chunk = len(frames[0])
             h = Honest(table, m, inputs.train.reset_index(drop=True),
                        inputs.holdout.reset_index(drop=True), frames, inputs.schema, n_public,
                        seconds, release.decision.reason_codes)

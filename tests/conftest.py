@@ -3,10 +3,17 @@ bundled Adult demo table, which ships with the package."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest worker per core (``pytest -n auto``): each worker's torch keeps to one thread,
+    # so two workers on two cores do not fight over them
+    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
