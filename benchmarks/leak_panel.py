@@ -272,12 +272,22 @@ def leak_overfit_kde(h: Honest, base: pd.DataFrame, rng: np.random.Generator) ->
 
 def leak_column_values(h: Honest, base: pd.DataFrame, rng: np.random.Generator
                        ) -> pd.DataFrame:
-    """The honest rows with one column (the numeric one with the most distinct training values)
-    replaced by exact training values, one random training row per synthetic row."""
+    """The honest rows with one column (the numeric one with the most values held by a single
+    real row) replaced by exact training values, one random training row per synthetic row.
+    Not built where no numeric value is held by one real row (health_insurance: every age and
+    family size is shared): such a column's values single nobody out, so copying them reveals
+    no membership."""
     nums = _numeric(h.schema)
     if not nums:
         raise ValueError("no numeric column")
-    name = max(nums, key=lambda c: h.train[c.name].nunique()).name
+
+    def unique_values(name: str) -> int:
+        counts = pd.concat([h.train[name], h.holdout[name]]).value_counts()
+        return int((counts == 1).sum())
+
+    name = max(nums, key=lambda c: unique_values(c.name)).name
+    if unique_values(name) == 0:
+        raise ValueError("no numeric value is held by a single real row")
     out = base.copy()
     out[name] = h.train[name].to_numpy()[_pick(len(h.train), len(base), rng)]
     return out
@@ -428,10 +438,15 @@ def _short(code: str) -> str:
         return "auc"
     if code.startswith("mia_") and "tpr_at_1pct" in code:
         return "tpr"
+    if code.startswith("targeted_mia") and code.endswith("_auc"):
+        return "tauc"
+    if code.startswith("targeted_mia") and "tpr_at_1pct" in code:
+        return "ttpr"
     if code.startswith("singling_out"):
         return "so"
     return {"exact_copy_rate": "copy", "unique_qi_copy_rate": "qi", "dcr_share": "dcr",
-            "near_copy_rate": "near", "utility_floor": "util"}.get(code, code)
+            "near_copy_rate": "near", "column_value_copy_rate": "col",
+            "utility_floor": "util"}.get(code, code)
 
 
 def print_table(results: list[dict]) -> None:
@@ -454,6 +469,7 @@ def print_table(results: list[dict]) -> None:
                  f"{np.mean([s['audit_s'] or 0 for s in r['honest']]):.1f}"]
         print("| " + " | ".join(cells) + " |")
     print("\nchecks that failed: copy=exact_copy_rate qi=unique_qi_copy_rate dcr=dcr_share "
+          "col=column_value_copy_rate tauc/ttpr=targeted MIA AUC/TPR at 1% FPR "
           "auc=an MIA AUC near=near_copy_rate tpr=an MIA TPR at 1% FPR so=singling out "
           "util=utility floor; MISSED = passed the gate or blocked by the utility floor only")
 
