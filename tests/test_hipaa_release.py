@@ -65,9 +65,10 @@ def _leaks(data: bytes, literals: set[str], numbers: set[str]) -> list[str]:
     text = data.decode("utf-8", errors="replace")
     found = sorted({v for lit in literals for v in _variants(lit) if v in text})
     # a bare number counts only when it stands alone: not inside a longer number, a decimal
-    # fraction (0.60614...) or a synthetic amount (60614.25)
+    # fraction (0.60614...), a synthetic amount (60614.25) or a word: a random release id such
+    # as "...-a3601a" once matched the ZIP 03601 read as 3601
     found += sorted(n for n in numbers
-                    if re.search(rf"(?<![\d.]){re.escape(n)}(?![\d.])", text))
+                    if re.search(rf"(?<![\w.]){re.escape(n)}(?![\w.])", text))
     return found
 
 
