@@ -155,15 +155,24 @@ def _honest_row_sd(attached: np.ndarray, n: int, n_train: int, n_holdout: int) -
     return math.sqrt(share * (1.0 - share) * sum_sq) / ((1.0 - share) * n)
 
 
-def _copy_risk(ctx: AuditContext, name: str, attack: str, cols: list[str],
-               target_cols: list[str], details: dict) -> RiskResult:
-    train, holdout = ctx.reference
-    hs = row_hashes(ctx.synth, cols)
+def _rare_copies(train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.DataFrame,
+                 cols: list[str], target_cols: list[str]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic rows' hashes, the pooled real rows' hashes (train first), the rare-row mask
+    (unique on ``target_cols`` in the pooled rows) and the pooled index each synthetic row
+    equals among the rare rows (-1: none)."""
+    hs = row_hashes(synthetic, cols)
     pooled = np.concatenate([row_hashes(train, cols), row_hashes(holdout, cols)])
     key = pooled if target_cols == cols else np.concatenate(
         [row_hashes(train, target_cols), row_hashes(holdout, target_cols)])
     targets = _pooled_unique(key)
-    match = _match(hs, pooled, targets)
+    return hs, pooled, targets, _match(hs, pooled, targets)
+
+
+def _copy_risk(ctx: AuditContext, name: str, attack: str, cols: list[str],
+               target_cols: list[str], details: dict) -> RiskResult:
+    train, holdout = ctx.reference
+    hs, pooled, targets, match = _rare_copies(train, holdout, ctx.synth, cols, target_cols)
     attached = match[match >= 0]
     any_train = int(np.isin(hs, pooled[: len(train)]).sum())
     return _event_risk(
@@ -182,20 +191,14 @@ def chance_copy_share(train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.
     the larger of the exact-copy and the unique-QI rule. It reads no train/holdout label (the
     two frames are pooled), so choosing the audit's size from it leaves both checks' null exact.
     """
-    n = len(synthetic)
-    if n == 0:
+    if len(synthetic) == 0:
         return 0.0
-    pooled = np.concatenate([row_hashes(train, columns), row_hashes(holdout, columns)])
-    hs = row_hashes(synthetic, columns)
-    keys = [pooled]
     qi = [c for c in (quasi_identifiers or []) if c in columns]
-    if qi and qi != list(columns):
-        keys.append(np.concatenate([row_hashes(train, qi), row_hashes(holdout, qi)]))
     hits = 0
-    for key in keys:
-        match = _match(hs, pooled, _pooled_unique(key))
+    for target_cols in ([list(columns), qi] if qi else [list(columns)]):
+        match = _rare_copies(train, holdout, synthetic, list(columns), target_cols)[3]
         hits = max(hits, int(np.unique(match[match >= 0]).size))
-    return hits / n
+    return hits / len(synthetic)
 
 
 def exact_copies(ctx: AuditContext) -> list[RiskResult]:

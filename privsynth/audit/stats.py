@@ -383,14 +383,20 @@ def audit_sample_rows(n_public: int, audit, confidence: float = 0.95) -> int:
     n_public = int(n_public)
     if audit.audit_rows != "auto":
         return max(n_public, int(audit.audit_rows))
+    t = _smallest_copy_threshold(audit)
+    if t is None:
+        return n_public
+    z = _z(confidence)
+    need = math.ceil(COPY_RESOLUTION * z * z / t)
+    return max(n_public, min(need, MAX_AUDIT_ROWS))
+
+
+def _smallest_copy_threshold(audit) -> float | None:
+    """The smallest positive threshold of the copy checks the policy runs (None: none runs)."""
     limits = audit.thresholds.model_dump()
     keys = {"exact_copy": "exact_copy_rate", "unique_qi": "unique_qi_copy_rate"}
     ts = [limits[k] for a, k in keys.items() if a in audit.attacks and limits.get(k, 0) > 0]
-    if not ts:
-        return n_public
-    z = _z(confidence)
-    need = math.ceil(COPY_RESOLUTION * z * z / min(ts))
-    return max(n_public, min(need, MAX_AUDIT_ROWS))
+    return min(ts) if ts else None
 
 
 def copy_rows_needed(chance_share: float, train_share: float, audit,
@@ -404,13 +410,11 @@ def copy_rows_needed(chance_share: float, train_share: float, audit,
     gives n ≥ 4 z² q π / ((1 - π) t²). Health insurance (q ≈ 0.09, π = 1/2, t = 0.005): about
     39,000 rows; tables whose honest output hits rare rows rarely (q < 0.02) need fewer than
     the 7,683 that ``audit_sample_rows`` draws anyway. At most ``MAX_AUDIT_ROWS``."""
-    limits = audit.thresholds.model_dump()
-    keys = {"exact_copy": "exact_copy_rate", "unique_qi": "unique_qi_copy_rate"}
-    ts = [limits[k] for a, k in keys.items() if a in audit.attacks and limits.get(k, 0) > 0]
-    if not ts or chance_share <= 0 or not 0.0 < train_share < 1.0:
+    t = _smallest_copy_threshold(audit)
+    if t is None or chance_share <= 0 or not 0.0 < train_share < 1.0:
         return 0
     z = _z(confidence)
-    need = 4.0 * z * z * chance_share * train_share / ((1.0 - train_share) * min(ts) ** 2)
+    need = 4.0 * z * z * chance_share * train_share / ((1.0 - train_share) * t * t)
     return min(math.ceil(need), MAX_AUDIT_ROWS)
 
 
