@@ -105,6 +105,9 @@ def _policy_text(table: str, schedule: str, epsilon: float, seed: int, n_train: 
     overrides = _generator(schedule, n_train, backend)
     gen.update(overrides)
     spec["audit"]["attacks"] = ["exact_copy"]  # the study needs TSTR only
+    # the study measures TSTR at every ε; the floor's TSTR judgement (and pre-flight's
+    # target_unlearnable refusal that protects a user's budget) is not what it studies
+    spec["audit"].setdefault("utility", {})["tstr"] = False
     spec["audit"]["holdout_fraction"] = 0.5
     return yaml.safe_dump(spec, sort_keys=False)
 

@@ -59,6 +59,9 @@ def _policy_text(table: str, variant: str, epsilon: float, seed: int) -> str:
             for key in DECLARATIONS:
                 rule.pop(key, None)
     spec["audit"]["attacks"] = ["exact_copy"]
+    # the study measures TSTR at every ε; the floor's TSTR judgement (and pre-flight's
+    # target_unlearnable refusal that protects a user's budget) is not what it studies
+    spec["audit"].setdefault("utility", {})["tstr"] = False
     return yaml.safe_dump(spec, sort_keys=False)
 
 

@@ -278,6 +278,9 @@ def run_vae(table: str, train: pd.DataFrame, epsilon: float) -> tuple[pd.DataFra
     spec.pop("seed", None)
     spec["generator"].pop("epochs", None)
     spec["generator"].pop("batch_size", None)
+    # scored by the shared scorer, not by the release's own utility floor: pre-flight's
+    # target_unlearnable refusal (which protects a user's budget) does not apply to a comparison
+    spec["audit"].setdefault("utility", {})["tstr"] = False
     policy = parse_policy(yaml.safe_dump(spec, sort_keys=False), f"{table}-peers-vae")
     with scratch_ledger(policy, train, officer="peers") as ledger:
         start = time.perf_counter()

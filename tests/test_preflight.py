@@ -219,3 +219,43 @@ audit:
 def test_finding_text():
     f = Finding("refuse", "x", "column 'a': fix it", "a")
     assert str(f) == "REFUSE [x] column 'a': fix it"
+
+
+BENCH = ROOT / "benchmarks" / "policies"
+
+
+def _at(policy, epsilon: float, **utility):
+    audit = policy.audit.model_copy(update={"utility": policy.audit.utility.model_copy(
+        update=utility)}) if utility else policy.audit
+    return policy.model_copy(update={"audit": audit, "privacy": policy.privacy.model_copy(
+        update={"epsilon": epsilon})})
+
+
+def test_a_target_dp_sgd_cannot_learn_at_the_size_is_refused_with_the_epsilon_that_can():
+    """Issue 10 ("budget spent to learn what could be known first"): German credit at ε = 1
+    (500 training rows) passed pre-flight, then the utility floor blocked most honest releases
+    on TSTR (honest models met it 1 time in 6; at ε = 5, 6 in 6). Now refused before any ε,
+    naming the ε that brings the noise ratio under ``REFUSE_TARGET_RATIO``."""
+    german = load_policy(BENCH / "german_credit.yaml")
+    refused = [f for f in refusals(preflight(_at(german, 1.0), 1_000))
+               if f.code == "target_unlearnable"]
+    assert len(refused) == 1, refused
+    msg = refused[0].message
+    assert "'credit'" in msg and "roc_auc" in msg and "privacy.epsilon to about" in msg
+    suggested = float(msg.split("privacy.epsilon to about ")[1].split(",")[0])
+    assert 4.0 < suggested < 8.0
+    # the suggested ε passes this rule; the floor switched off lifts it too
+    assert not [f for f in preflight(_at(german, suggested), 1_000)
+                if f.code == "target_unlearnable"]
+    assert not [f for f in preflight(_at(german, 1.0, tstr=False), 1_000)
+                if f.code == "target_unlearnable"]
+
+
+def test_accuracy_targets_and_large_tables_are_not_refused_for_their_target():
+    """A multi-class target is judged by accuracy against the majority share less a slack, which
+    a model predicting the majority class meets: nothing to refuse. Adult (r ≈ 0.003) learns."""
+    pbc = load_policy(BENCH / "pbc_visits.yaml")  # status: three classes
+    assert not [f for f in preflight(pbc, pbc.dataset.rows) if f.code == "target_unlearnable"]
+    adult = load_policy(BENCH / "adult.yaml")
+    assert not [f for f in preflight(adult, adult.dataset.rows)
+                if f.code == "target_unlearnable"]

@@ -22,7 +22,12 @@ import pytest
 from privsynth.audit.copies import chance_copy_share
 from privsynth.audit.result import AuditResult, RiskResult
 from privsynth.audit.runner import run_audit
-from privsynth.audit.stats import auc_min_rows, audit_sample_rows, copy_rows_needed
+from privsynth.audit.stats import (
+    TSTR_ROWS,
+    auc_min_rows,
+    audit_sample_rows,
+    copy_rows_needed,
+)
 from privsynth.audit.testing import DATASETS, load_model_space
 from privsynth.data.schema import ColumnSchema, TableSchema
 from privsynth.gate import decide
@@ -65,6 +70,18 @@ def test_audit_scores_enough_rows_to_resolve_the_copy_threshold():
     assert n >= 7_000  # 3.84 / n well below 0.005
     assert audit_sample_rows(100_000, config) == 100_000  # never fewer than released
     assert audit_sample_rows(500, AuditPolicy(audit_rows=2_000)) == 2_000
+
+
+def test_audit_draws_enough_rows_for_the_tstr_floor_to_judge_the_model():
+    """Where the utility floor judges TSTR on a named target, the audit draws ``TSTR_ROWS`` from
+    the model: a TSTR model fitted on one 7,683-row draw scored AUC 0.44-0.60 on the same
+    holdout from draw to draw, and the floor blocked honest models on a bad draw."""
+    judged = AuditPolicy(target="credit")
+    assert audit_sample_rows(500, judged) >= TSTR_ROWS
+    assert audit_sample_rows(500, AuditPolicy()) < TSTR_ROWS  # no target: copy checks decide
+    off = AuditPolicy(target="credit", utility={"tstr": False})
+    assert audit_sample_rows(500, off) < TSTR_ROWS
+    assert audit_sample_rows(500, AuditPolicy(target="credit", audit_rows=2_000)) == 2_000
 
 
 def test_german_credit_honest_release_is_not_blocked_by_copy_rates(german):

@@ -367,6 +367,11 @@ def roc_curve_points(
 MAX_AUDIT_ROWS = 60_000
 #: The copy-rate interval must resolve a tenth of its threshold with zero copies observed.
 COPY_RESOLUTION = 10
+#: Synthetic rows the utility floor's TSTR model trains on where a target is judged: it judges
+#: the *generator*, and a model fitted on one 7,683-row draw of it scored ROC AUC 0.44-0.60 on
+#: the same 500 holdout rows from draw to draw (German credit, ε = 1), while 20,000-30,000
+#: rows settle it (docs/leak_panel.md, "The utility floor judges the model").
+TSTR_ROWS = 20_000
 
 
 def audit_sample_rows(n_public: int, audit, confidence: float = 0.95) -> int:
@@ -378,17 +383,27 @@ def audit_sample_rows(n_public: int, audit, confidence: float = 0.95) -> int:
     default threshold 0.005, so an honest small table could never pass. The audit therefore
     scores at least ``COPY_RESOLUTION · z² / t`` rows, t the smallest positive copy threshold
     requested (7,683 rows for t = 0.005; zero copies then bound the rate at 0.0005, and a handful
-    of chance matches of common rows still pass), at most ``MAX_AUDIT_ROWS``. ``audit.audit_rows``
-    set to a number overrides this (never below ``n_public``)."""
+    of chance matches of common rows still pass). Where the utility floor judges TSTR on a named
+    target, at least ``TSTR_ROWS``: the floor asks whether the *model* learned the target, and
+    the synthetic side of TSTR is the model's to draw. At most ``MAX_AUDIT_ROWS`` either way.
+    ``audit.audit_rows`` set to a number overrides this (never below ``n_public``)."""
     n_public = int(n_public)
     if audit.audit_rows != "auto":
         return max(n_public, int(audit.audit_rows))
+    need = n_public
     t = _smallest_copy_threshold(audit)
-    if t is None:
-        return n_public
-    z = _z(confidence)
-    need = math.ceil(COPY_RESOLUTION * z * z / t)
+    if t is not None:
+        z = _z(confidence)
+        need = max(need, math.ceil(COPY_RESOLUTION * z * z / t))
+    if judges_tstr(audit):
+        need = max(need, TSTR_ROWS)
     return max(n_public, min(need, MAX_AUDIT_ROWS))
+
+
+def judges_tstr(audit) -> bool:
+    """True when the gate's utility floor judges TSTR on a named target."""
+    floor = audit.utility
+    return bool(audit.target) and floor.enabled and floor.tstr
 
 
 def _smallest_copy_threshold(audit) -> float | None:

@@ -16,13 +16,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from privsynth.audit.stats import auc_ci_delong
+from privsynth.audit.stats import TSTR_ROWS, auc_ci_delong
 from privsynth.data.schema import ColumnSchema, TableSchema
 from privsynth.policy.model import UtilityFloor
 
 OTHER = "(other)"
 MISSING = "(missing)"
-MAX_TSTR_ROWS = 20_000
+MAX_TSTR_ROWS = TSTR_ROWS  # the audit draws this many where the floor judges TSTR
 
 
 _BOOLEAN_TOKENS = {"true", "false", "t", "f", "yes", "no", "y", "n", "0", "1", "0.0", "1.0"}
