@@ -51,7 +51,8 @@ likely poor or likely blocked):
 * ``target_unlearnable`` (row level, a named two-class or numeric ``audit.target`` judged by
   the utility floor's TSTR). The target's relation to the other columns is a weaker signal than
   the marginals: refuse when r ≥ 0.2 (``REFUSE_TARGET_RATIO``, calibrated on the shared tables:
-  honest models met the TSTR floor in 1 of 6 releases at r = 0.81, and in all at r ≤ 0.2; see
+  honest models met the TSTR floor in 1 of 6 releases at r = 0.81, and in 139 of 140 panel
+  audits at r ≤ 0.18; see
   ``_target_rule``). Fix: raise ε to about ε·r/0.2, more rows, or ``audit.utility.tstr: false``.
 * ``copy_threshold_unreachable`` (``exact_copy``, ``unique_qi``). With n_syn synthetic rows
   scored (N̂ ≈ n_train, or ``audit_sample_rows`` where the audit draws more) and not one
@@ -402,9 +403,14 @@ def _target_rule(policy: Policy, ratio: float, ratio_at) -> list[Finding]:
     (20,000-row TSTR draws, 5-6 models each, ``docs/leak_panel.md``), the share of honest
     models that met the TSTR floor was 1/6 at r = 0.81 (German credit, ε = 1), 3/5 at 0.43
     (telecom churn, ε = 1), 4/6 at 0.31 (German credit, ε = 3), 4/5 at 0.24 (lending club,
-    ε = 1), and all of them at r ≤ 0.2 (German credit ε = 5 and 10, telecom churn ε = 3,
-    lending club and dropout wages ε = 2, flchain and health insurance ε = 1). From r = 0.2 the
+    ε = 1), 6/6 at 0.21 and 0.13 (German credit, ε = 5 and 10); in the leak panel at r ≤ 0.18
+    (German credit ε = 6, telecom churn ε = 3, lending club and dropout wages ε = 2, flchain
+    and health insurance ε = 1) the floor passed 139 of 140 honest audits (one dropout wages
+    draw at R² ≤ 0). From r = 0.2 the
     release would spend ε to be blocked too often: refuse, with the ε that brings r under 0.2.
+    The rule reads no data, so it cannot see a strong relation: a planted one-column rule (real
+    AUC 0.9, ``tests/test_target_weight.py``) is learned at r = 0.25 (TSTR 0.80); such a
+    policy raises ε, or sets ``audit.utility.tstr: false`` and releases on the marginal floor.
     Accuracy targets (more than two classes) are not refused: the floor's accuracy slack passes
     a model that predicts the majority class. Person-level models are not covered: their ratio
     is computed from one row's widths and was not calibrated here."""

@@ -33,7 +33,7 @@ columns:
   x: {{kind: numeric, bounds: [0, 10], binning: uniform, bins: 10, complete: true}}
 {noise}
   y: {{kind: categorical, domain: ["no", "yes"], complete: true}}
-audit: {{holdout_fraction: 0.5, target: y, attacks: [exact_copy]}}
+audit: {{holdout_fraction: 0.5, target: y, attacks: [exact_copy], utility: {{tstr: false}}}}
 """
 NOISE_COLUMNS = [f"c{i}" for i in range(12)]
 
