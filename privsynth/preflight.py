@@ -51,7 +51,7 @@ likely poor or likely blocked):
 * ``target_unlearnable`` (row level, a named two-class or numeric ``audit.target`` judged by
   the utility floor's TSTR). The target's relation to the other columns is a weaker signal than
   the marginals: refuse when r ≥ 0.2 (``REFUSE_TARGET_RATIO``, calibrated on the shared tables:
-  honest models met the TSTR floor in 1 of 6 releases at r = 0.81, and in 139 of 140 panel
+  honest models met the TSTR floor in 1 of 6 releases at r = 0.81, and in 119 of 120 leak-panel
   audits at r ≤ 0.18; see
   ``_target_rule``). Fix: raise ε to about ε·r/0.2, more rows, or ``audit.utility.tstr: false``.
 * ``copy_threshold_unreachable`` (``exact_copy``, ``unique_qi``). With n_syn synthetic rows
@@ -405,7 +405,7 @@ def _target_rule(policy: Policy, ratio: float, ratio_at) -> list[Finding]:
     (telecom churn, ε = 1), 4/6 at 0.31 (German credit, ε = 3), 4/5 at 0.24 (lending club,
     ε = 1), 6/6 at 0.21 and 0.13 (German credit, ε = 5 and 10); in the leak panel at r ≤ 0.18
     (German credit ε = 6, telecom churn ε = 3, lending club and dropout wages ε = 2, flchain
-    and health insurance ε = 1) the floor passed 139 of 140 honest audits (one dropout wages
+    and health insurance ε = 1) the floor passed 119 of 120 honest audits (one dropout wages
     draw at R² ≤ 0). From r = 0.2 the
     release would spend ε to be blocked too often: refuse, with the ε that brings r under 0.2.
     The rule reads no data, so it cannot see a strong relation: a planted one-column rule (real
