@@ -431,11 +431,15 @@ def _target_rule(policy: Policy, ratio: float, ratio_at) -> list[Finding]:
 def _epsilon_for(epsilon: float, ratio: float, ratio_at) -> float:
     """The ε at which the noise ratio reaches ``REFUSE_TARGET_RATIO``: two secant steps of
     log r against log ε from (ε, r) (σ falls about as 1/ε at small ε, slower at large ε),
-    rounded up to two significant figures; each step costs one σ calibration."""
+    rounded up to two significant figures; each step costs one σ calibration. Where a
+    calibration fails, the last estimate stands (the message says "about")."""
     e0, r0 = epsilon, ratio
     e1 = e0 * r0 / REFUSE_TARGET_RATIO
     for _ in range(2):
-        r1 = ratio_at(e1)
+        try:
+            r1 = ratio_at(e1)
+        except Exception:  # noqa: BLE001 - an estimate for a message, never a refusal's cause
+            break
         if r1 <= REFUSE_TARGET_RATIO * 1.02 and r1 >= REFUSE_TARGET_RATIO * 0.9:
             break
         slope = math.log(r1 / r0) / math.log(e1 / e0) if e1 != e0 and r1 != r0 else -1.0

@@ -259,3 +259,16 @@ def test_accuracy_targets_and_large_tables_are_not_refused_for_their_target():
     adult = load_policy(BENCH / "adult.yaml")
     assert not [f for f in preflight(adult, adult.dataset.rows)
                 if f.code == "target_unlearnable"]
+
+
+def test_the_suggested_epsilon_survives_a_failing_calibration():
+    """The ε in the refusal is an estimate for the message: a σ calibration that fails on the
+    way leaves the 1/ε estimate, never an error instead of the refusal."""
+    from privsynth.preflight import REFUSE_TARGET_RATIO, _epsilon_for
+
+    def broken(_epsilon: float) -> float:
+        raise ValueError("no σ")
+
+    assert _epsilon_for(1.0, 2 * REFUSE_TARGET_RATIO, broken) == pytest.approx(2.1)
+    # a ratio that falls exactly as 1/ε is met at the first step
+    assert _epsilon_for(1.0, 0.4, lambda e: 0.4 / e) == pytest.approx(2.1)
