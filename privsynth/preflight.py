@@ -52,8 +52,8 @@ likely poor or likely blocked):
   the utility floor's TSTR). The target's relation to the other columns is a weaker signal than
   the marginals: refuse when r ≥ 0.2 (``REFUSE_TARGET_RATIO``, calibrated on the shared tables:
   honest models met the TSTR floor in 1 of 6 releases at r = 0.81, and in 119 of 120 leak-panel
-  audits at r ≤ 0.18; see
-  ``_target_rule``). Fix: raise ε to about ε·r/0.2, more rows, or ``audit.utility.tstr: false``.
+  audits at r ≤ 0.18; see ``_target_rule``). Fix: raise ε (the finding names about how far),
+  more rows, or ``audit.utility.tstr: false``.
 * ``copy_threshold_unreachable`` (``exact_copy``, ``unique_qi``). With n_syn synthetic rows
   scored (N̂ ≈ n_train, or ``audit_sample_rows`` where the audit draws more) and not one
   copy, the gate's upper bound is ``paired_excess_ci(0, 0, n_syn)`` ≈ 3.84/n_syn (Wilson):
@@ -360,6 +360,7 @@ def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]
                            f"{msg}: the generator would learn noise. Fix: {fix}"))
     elif ratio >= 0.1:
         out.append(Finding("warn", "dpsgd_noise", f"{msg}: expect poor fidelity. Fix: {fix}"))
+
     def ratio_at(epsilon: float) -> float:
         return _sigma(epsilon * (1.0 - share), delta_train, q, steps,
                       policy.privacy.accountant) * math.sqrt(d) / (batch * math.sqrt(steps))
@@ -400,14 +401,14 @@ def _target_rule(policy: Policy, ratio: float, ratio_at) -> list[Finding]:
     The utility floor blocks a release whose TSTR does not beat chance (AUC interval above 0.5,
     R² above 0). A relation between the target and the other columns is a second-order signal,
     weaker than the marginals the ``dpsgd_noise`` ratio r is about; measured on the shared tables
-    (20,000-row TSTR draws, 5-6 models each, ``docs/leak_panel.md``), the share of honest
-    models that met the TSTR floor was 1/6 at r = 0.81 (German credit, ε = 1), 3/5 at 0.43
+    (four audit draws pooled per model, 5-6 models each, ``docs/leak_panel.md``), the share of
+    honest models that met the TSTR floor was 1/6 at r = 0.81 (German credit, ε = 1), 3/5 at 0.43
     (telecom churn, ε = 1), 4/6 at 0.31 (German credit, ε = 3), 4/5 at 0.24 (lending club,
     ε = 1), 6/6 at 0.21 and 0.13 (German credit, ε = 5 and 10); in the leak panel at r ≤ 0.18
     (German credit ε = 6, telecom churn ε = 3, lending club and dropout wages ε = 2, flchain
     and health insurance ε = 1) the floor passed 119 of 120 honest audits (one dropout wages
-    draw at R² ≤ 0). From r = 0.2 the
-    release would spend ε to be blocked too often: refuse, with the ε that brings r under 0.2.
+    draw at R² ≤ 0). From r = 0.2 a release would spend ε to be blocked too often: refuse,
+    with the ε that brings r under 0.2.
     The rule reads no data, so it cannot see a strong relation: a planted one-column rule (real
     AUC 0.9, ``tests/test_target_weight.py``) is learned at r = 0.25 (TSTR 0.80); such a
     policy raises ε, or sets ``audit.utility.tstr: false`` and releases on the marginal floor.
@@ -420,9 +421,9 @@ def _target_rule(policy: Policy, ratio: float, ratio_at) -> list[Finding]:
     return [Finding(
         "refuse", "target_unlearnable",
         f"the utility floor judges '{policy.audit.target}' by TSTR ({metric}); at a DP-SGD noise "
-        f"ratio of {_fmt(ratio)} (dpsgd_noise, from {_fmt(REFUSE_TARGET_RATIO)} up) honest "
-        "models on the shared tables met it in 1 to 4 releases of 6, so the gate would often "
-        f"block after spending ε. Fix: raise privacy.epsilon to about "
+        f"ratio of {_fmt(ratio)} (dpsgd_noise; refused from {_fmt(REFUSE_TARGET_RATIO)}) "
+        "honest models on the shared tables met it in 1 of 6 to 4 of 5 releases, so the gate "
+        f"would often block after spending ε. Fix: raise privacy.epsilon to about "
         f"{_fmt(_epsilon_for(policy.privacy.epsilon, ratio, ratio_at))}, use more rows or a "
         "smaller network (generator.hidden), or set audit.utility.tstr: false to release on the "
         "marginal floor alone (the target is still weighted in training)")]
