@@ -47,7 +47,7 @@ def plot(result: dict, out: Path) -> None:
     systems = sorted({s for _, s in tstr}, key=lambda s: (s != "privsynth-vae", s))
     cols = min(4, len(tables))
     rows_n = int(np.ceil(len(tables) / cols))
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.0 * rows_n), squeeze=False)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.3 * rows_n), squeeze=False)
     for ax, table in zip(axes.flat, tables, strict=False):  # spare panels stay empty
         seeds: dict = defaultdict(int)
         for k, system in enumerate(systems):
@@ -68,8 +68,8 @@ def plot(result: dict, out: Path) -> None:
                        label="real data")
         ax.set_xscale("log")
         ax.set_xlabel("ε")
-        per_eps = ", ".join(f"{n} at ε={e:g}" for e, n in sorted(seeds.items()))
-        ax.set_title(f"{table} ({metric[table]}; seeds: {per_eps})", fontsize=8)
+        per_eps = " ".join(f"{e:g}:{n}" for e, n in sorted(seeds.items()))
+        ax.set_title(f"{table}\n{metric[table]}; seeds per ε {per_eps}", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(tables):]:
         ax.axis("off")
