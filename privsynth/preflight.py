@@ -92,7 +92,7 @@ from typing import Literal
 
 import pandas as pd
 
-from privsynth.audit.stats import auc_se, paired_excess_ci
+from privsynth.audit.stats import auc_se, judges_tstr, paired_excess_ci
 from privsynth.data.schema import ColumnSchema
 from privsynth.encoding.numeric import value_grid
 from privsynth.encoding.table_encoder import count_encoding_mechanisms, encoding_budget
@@ -343,7 +343,8 @@ def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]
                         f"{_fmt(q)} and {steps} steps ({type(exc).__name__}). Fix: raise "
                         "privacy.epsilon or lower generator.epochs")]
     d = _param_count(_widths(policy, n_train, tau), list(gen.hidden), gen.latent_dim)
-    ratio = sigma * math.sqrt(d) / (batch * math.sqrt(steps))
+    per_sigma = math.sqrt(d) / (batch * math.sqrt(steps))  # the ratio r per unit of σ
+    ratio = sigma * per_sigma
     msg = (f"DP-SGD: ε = {_fmt(eps_train)} over {steps} steps at q = {_fmt(q)} (expected batch "
            f"{batch:.0f} of about {n_train} training rows) needs noise multiplier σ = "
            f"{_fmt(sigma)}; on a model of about {d} parameters the noise on the summed updates is "
@@ -361,9 +362,9 @@ def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]
     elif ratio >= 0.1:
         out.append(Finding("warn", "dpsgd_noise", f"{msg}: expect poor fidelity. Fix: {fix}"))
 
-    def ratio_at(epsilon: float) -> float:
+    def ratio_at(epsilon: float) -> float:  # r at another ε, the same schedule and model
         return _sigma(epsilon * (1.0 - share), delta_train, q, steps,
-                      policy.privacy.accountant) * math.sqrt(d) / (batch * math.sqrt(steps))
+                      policy.privacy.accountant) * per_sigma
 
     out += _target_rule(policy, ratio, ratio_at)
     if steps < 50:
@@ -384,8 +385,8 @@ def _target_metric(policy: Policy) -> str | None:
     and domain: ``roc_auc`` (two categories), ``r2`` (a number); None where the floor reads
     accuracy (more classes, or a DP domain) or judges no TSTR."""
     audit = policy.audit
-    rule = policy.columns.get(audit.target) if audit.target else None
-    if rule is None or not (audit.utility.enabled and audit.utility.tstr):
+    rule = policy.columns.get(audit.target) if judges_tstr(audit) else None
+    if rule is None:
         return None
     if rule.kind in ("numeric", "integer"):
         return "r2"
