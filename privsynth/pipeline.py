@@ -328,7 +328,8 @@ def _column_weights(encoder: TableEncoder | PersonEncoder, policy: Policy
     ``auto`` gives the target the weight of all other modelled columns together: the sum of
     per-column losses otherwise drowns the one relation the analyst will fit, under DP-SGD's
     noise (measured: docs/defaults_study.md)."""
-    names = encoder.schema.names
+    base = encoder.base if isinstance(encoder, PersonEncoder) else encoder
+    names = base.modelled_names  # a derived target is computed, not modelled: nothing to weigh
     target = policy.audit.target
     weight = policy.generator.applied_target_weight(target, names)
     if weight == 1.0:

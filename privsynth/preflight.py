@@ -97,6 +97,7 @@ from privsynth.data.schema import ColumnSchema
 from privsynth.encoding.numeric import value_grid
 from privsynth.encoding.table_encoder import count_encoding_mechanisms, encoding_budget
 from privsynth.policy.model import ColumnPolicy, Policy
+from privsynth.policy.relations import derived_columns
 from privsynth.privacy.mechanisms import threshold_for
 
 Severity = Literal["refuse", "warn"]
@@ -149,10 +150,12 @@ def _grid_cells(name: str, rule: ColumnPolicy) -> int:
 
 
 def _widths(policy: Policy, n_train: int, tau: int | None) -> list[int]:
-    """Slot widths per modelled column (an estimate where a DP domain decides)."""
+    """Slot widths per generator column (an estimate where a DP domain decides); a column a
+    relation derives is computed at decode, not modelled."""
     widths = []
-    for rule in policy.columns.values():
-        if not rule.modelled:
+    derived = derived_columns(policy.relations)
+    for name, rule in policy.columns.items():
+        if not rule.modelled or name in derived:
             continue
         if rule.kind == "boolean":
             widths.append(3)

@@ -37,7 +37,6 @@ from privsynth.audit.person import run_person_audit
 from privsynth.audit.runner import AuditResult
 from privsynth.audit.stats import audit_sample_rows, copy_rows_needed
 from privsynth.data.persons import PersonLayout, to_wide, wide_records
-from privsynth.data.schema import TableSchema
 from privsynth.data.split import train_holdout_split
 from privsynth.data.table import prepare_table, to_model_space
 from privsynth.encoding.table_encoder import encoding_budget
@@ -192,13 +191,7 @@ class Synthesizer:
             "decode" if stream == "sample" else f"decode:{stream}"))
         if not self.per_person:
             return decoded, None
-        rows, owners = decoded
-        order_by = self.policy.privacy.person.order_by
-        if order_by is not None:  # post-processing: a person's rows in time order
-            key = to_model_space(rows[[order_by]], TableSchema((self.schema_[order_by],)))
-            order = np.lexsort((key[order_by].fillna(np.inf).to_numpy(), owners))
-            rows, owners = rows.iloc[order].reset_index(drop=True), owners[order]
-        return rows, owners
+        return decoded  # (rows, owners), each person's rows in order_by order
 
     def _audit_draw(self, train: pd.DataFrame, holdout: pd.DataFrame, stream: str = "sample"
                     ) -> tuple[pd.DataFrame, np.ndarray | None]:
@@ -387,6 +380,9 @@ class Synthesizer:
         model = cls(policy, ledger=ledger, device=device)
         target = pipeline._device(policy, device)
         model.generator_, model.encoder_ = load_generator(folder, device=target)
+        person = policy.privacy.person
+        if person is not None and getattr(model.encoder_, "order_by", "") is None:
+            model.encoder_.order_by = person.order_by  # saved before the encoder kept it
         model.schema_ = model.encoder_.schema
         model.n_public_ = int(facts["n_public"])
         model.release_id_ = str(facts["release_id"])

@@ -20,7 +20,7 @@ from privsynth.encoding.table_encoder import TableEncoder, encoding_budget
 from privsynth.errors import PolicyError
 from privsynth.generators import registry
 from privsynth.generators.dp_sgd import DPSGDConfig
-from privsynth.generators.persist import load_generator, save_generator
+from privsynth.generators.persist import CONFIG_FILE, load_generator, save_generator
 from privsynth.policy.loader import parse_policy
 from privsynth.privacy.events import PrivacySpend
 from privsynth.privacy.noise import SeededNoise
@@ -161,3 +161,181 @@ def test_manifest_and_report_list_the_relations(frame):
     assert "relations" not in build_manifest(
         release_id="r", policy=plain, spend=PrivacySpend(), schema=TableSchema(()),
         synthetic_rows=1, seed_mode="dev-seed", column_actions={})
+
+
+# ------------------------------------------------------------ derived columns leave the model
+def test_derived_columns_are_computed_not_modelled(frame):
+    """A derived column costs the generator nothing: it is not among the generator's columns
+    (so its width, and DP-SGD's noise on it, go to the rest), and it is filled at decode.
+    Before, every derived column was modelled and then overwritten."""
+    encoder, decoded = _decode_random(frame, RELATIONS)
+    assert encoder.modelled_names == ["education", "hours_per_week", "age", "retire_age"]
+    assert len(encoder.widths) == 4
+    assert encoder.transform(prepare_table(frame, parse_policy(
+        POLICY.replace("RELATIONS", RELATIONS))).frame).shape == (len(frame), 4)
+    assert list(decoded.columns) == list(encoder.schema.names)  # every column is released
+    plain, _ = _decode_random(frame, "")
+    assert len(plain.widths) == 6
+
+
+def test_preflight_sizes_the_model_without_derived_columns():
+    from privsynth.preflight import _widths
+    with_relations = parse_policy(POLICY.replace("RELATIONS", RELATIONS))
+    plain = parse_policy(POLICY.replace("RELATIONS", ""))
+    assert len(_widths(with_relations, 1000, None)) == len(_widths(plain, 1000, None)) - 2
+
+
+CHAINED = f"""relations:
+  - {{derive: education_num, from: education, mapping: {EDUCATION}}}
+  - {{derive: overtime_hours, from: [hours_per_week, education_num, age], scale: [1, 2, -0.5],
+      offset: 3, round: 2}}
+"""
+
+
+def test_a_linear_relation_of_several_columns_chained_on_a_derived_one_holds(frame):
+    """``from: [a, b, c]`` with one scale each; its source ``education_num`` is itself derived,
+    so derivations run in dependency order (the chain is written source-last on purpose)."""
+    encoder, decoded = _decode_random(frame, CHAINED)
+    assert encoder.modelled_names == ["education", "hours_per_week", "age", "retire_age"]
+    x = {c: pd.to_numeric(decoded[c], errors="coerce").astype(float)
+         for c in ("hours_per_week", "education_num", "age")}
+    expected = np.round(3 + x["hours_per_week"] + 2 * x["education_num"] - 0.5 * x["age"], 2)
+    got = decoded["overtime_hours"].astype(float)
+    assert ((got == expected) | (got.isna() & expected.isna())).all()
+    assert decoded["education"].notna().any() and got.notna().any()
+    policy = parse_policy(POLICY.replace("RELATIONS", CHAINED))
+    assert ("overtime_hours = 3 + 1·hours_per_week + 2·education_num + -0.5·age, rounded to 2 "
+            "decimals") in [r.describe() for r in policy.relations]
+
+
+@pytest.mark.parametrize(("relations", "message"), [
+    ("  - {derive: overtime_hours, from: [hours_per_week, age], scale: [1]}", "one number per"),
+    ("  - {derive: overtime_hours, from: hours_per_week, scale: [1, 2]}", "list of columns"),
+    ("  - {derive: overtime_hours, from: [hours_per_week, age]}", "exactly one of"),
+    ("  - {derive: overtime_hours, from: hours_per_week, scale: 1}\n"
+     "  - {derive: hours_per_week, from: overtime_hours, scale: 1}", "cycle"),
+    ("  - {derive: retire_age, from: age, scale: 1, offset: 10}\n"
+     "  - {order: [age, retire_age]}", "order their sources"),
+    ("  - {derive: overtime_hours, from: hours_per_week, per_person: mean}", "unit: person"),
+    ("  - {derive: overtime_hours, from: hours_per_week, per_person: median}", "per_person"),
+    ("  - {derive: education_num, from: education, mapping: {a: 1}}\n"
+     "  - {derive: education, from: education_num, mapping: {\"1\": a}}", "cycle"),
+])
+def test_bad_multi_column_and_chained_relations_are_policy_errors(relations, message):
+    with pytest.raises(PolicyError) as info:
+        parse_policy(POLICY.replace("RELATIONS", "relations:\n" + relations))
+    assert message in str(info.value)
+
+
+def test_per_person_keys_leave_the_digest_of_earlier_relations_alone():
+    """Adding ``per_person`` to the relation model must not change a published digest."""
+    policy = parse_policy(POLICY.replace("RELATIONS", RELATIONS))
+    body = policy.model_dump(mode="json", exclude={"seed"}, by_alias=True)
+    del body["privacy"]["person"], body["dataset"]["persons"]
+    for rule in body["columns"].values():
+        del rule["decimals"]
+    for relation in body["relations"]:
+        relation.pop("per_person", None)  # derive relations only
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    assert policy.digest() == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_a_model_saved_before_derived_columns_left_it_still_loads(frame, tmp_path):
+    """Saved models whose config predates ``derived_modelled`` trained on every column: they
+    load with derived columns modelled, so the widths match the saved weights."""
+    policy = parse_policy(POLICY.replace("RELATIONS", RELATIONS))
+    prepared = prepare_table(frame, policy).frame
+    encoder = TableEncoder.fit(prepared, policy, encoding_budget(policy), PrivacySpend(),
+                               SeededNoise(np.random.default_rng(0)))
+    legacy = TableEncoder(encoder.encoders, encoder.relations, model_derived=True)
+    generator = registry.make_generator(policy.generator)
+    config = DPSGDConfig(epsilon=1.0, delta=1e-6, expected_batch_size=256, epochs=1,
+                         max_grad_norm=1.0, learning_rate=5e-3)
+    generator.fit(legacy.transform(prepared), legacy.widths, config,
+                  generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
+                  noise=SeededNoise(np.random.default_rng(1)))
+    folder = save_generator(generator, legacy, tmp_path / "model")
+    saved = json.loads((folder / CONFIG_FILE).read_text())
+    del saved["derived_modelled"]  # as an older privsynth wrote it
+    (folder / CONFIG_FILE).write_text(json.dumps(saved))
+    loaded_generator, loaded = load_generator(folder)
+    assert loaded.widths == loaded_generator.widths_ == legacy.widths
+    codes = loaded_generator.sample(50, generator=torch.Generator().manual_seed(2))
+    decoded = loaded.inverse_transform(codes, np.random.default_rng(0))
+    assert _agreement(decoded) == 1.0
+
+
+# ------------------------------------------------------------------ per-person derivations
+PERSON_POLICY = """
+name: persons
+dataset: {id: persons}
+privacy:
+  epsilon: 2.0
+  delta: 1.0e-6
+  unit: person
+  person: {id: pid, max_rows: 4, order_by: day, fixed: [sex]}
+columns:
+  pid: {rule: pseudonymize}
+  sex: {kind: categorical, domain: [f, m]}
+  day: {kind: integer, bounds: [0, 30], binning: uniform, bins: 31}
+  lab: {kind: numeric, bounds: [0, 10], binning: uniform, bins: 10, decimals: 1}
+  lab_mean: {kind: numeric, bounds: [0, 10]}
+  lab_first: {kind: numeric, bounds: [0, 10]}
+  lab_dev: {kind: numeric, bounds: [-10, 10]}
+relations:
+  - {derive: lab_dev, from: [lab, lab_mean], scale: [1, -1]}
+  - {derive: lab_mean, from: lab, per_person: mean, round: 3}
+  - {derive: lab_first, from: lab, per_person: first}
+"""
+
+
+def test_per_person_relations_hold_for_every_synthetic_person():
+    """``per_person: mean|first`` computes one value per synthetic person over that person's
+    rows (first in ``order_by`` order), and a relation chained on it follows; none of the
+    three is modelled. Random codes stand in for the worst generator."""
+    from privsynth.data.persons import (
+        bound_contributions,
+        one_row_per_person,
+        person_keys,
+        person_layout,
+        to_wide,
+    )
+    from privsynth.encoding.person_encoder import PersonEncoder
+    policy = parse_policy(PERSON_POLICY)
+    rng = np.random.default_rng(0)
+    pid = np.repeat([f"p{i}" for i in range(200)], 3)
+    lab = np.round(rng.uniform(0, 10, len(pid)), 1)
+    real = pd.DataFrame({"pid": pid, "sex": np.repeat(rng.choice(["f", "m"], 200), 3),
+                         "day": rng.integers(0, 31, len(pid)), "lab": lab})
+    real["lab_mean"] = real.groupby("pid")["lab"].transform("mean")
+    real["lab_first"] = real.sort_values("day").groupby("pid")["lab"].transform("first")
+    real["lab_dev"] = real["lab"] - real["lab_mean"]
+    prepared = prepare_table(real, policy).frame
+    layout = person_layout(policy)
+    kept, keys, _ = bound_contributions(prepared, person_keys(real["pid"]), 4, "day", b"k" * 32)
+    wide = to_wide(kept, keys, layout)
+    encoder = PersonEncoder.fit(one_row_per_person(wide, layout, rng), policy,
+                                encoding_budget(policy), PrivacySpend(),
+                                SeededNoise(np.random.default_rng(1)))
+    assert encoder.base.modelled_names == ["sex", "day", "lab"]
+    assert encoder.transform(wide).shape == (len(wide), 1 + 1 + 4 * 2)
+    codes = np.stack([rng.integers(0, w, size=300) for w in encoder.widths], axis=1)
+    rows, owners = encoder.inverse_transform(codes, rng)
+    lab_syn = rows["lab"].astype(float)
+    by = pd.Series(lab_syn.to_numpy()).groupby(owners)
+    np.testing.assert_allclose(rows["lab_mean"], np.round(by.transform("mean"), 3))
+    np.testing.assert_array_equal(rows["lab_first"], by.transform("first"))  # NaN == NaN
+    np.testing.assert_allclose(rows["lab_dev"], lab_syn - rows["lab_mean"])
+    days = pd.Series(rows["day"].astype(float).to_numpy()).groupby(owners)
+    assert (days.diff().dropna() >= 0).all()  # first means first in day order
+    assert (pd.Series(owners).diff().dropna() >= 0).all()  # a person's rows contiguous
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("fixed: [sex]", "fixed: [sex, lab_mean]", "remove them from fixed"),
+    ("order_by: day", "order_by: lab_first", "order a person's rows by a modelled column"),
+])
+def test_derived_columns_cannot_be_fixed_or_order_persons(old, new, message):
+    with pytest.raises(PolicyError) as info:
+        parse_policy(PERSON_POLICY.replace(old, new))
+    assert message in str(info.value)

@@ -68,7 +68,8 @@ def test_a_weight_scales_its_own_block_only():
 def test_auto_gives_the_target_the_weight_of_the_other_columns():
     policy = parse_policy(_policy(0), "p.yaml")
     assert policy.generator.target_weight == "auto"
-    encoder = SimpleNamespace(schema=SimpleNamespace(names=["x", *NOISE_COLUMNS, "y"]))
+    names = ["x", *NOISE_COLUMNS, "y"]
+    encoder = SimpleNamespace(schema=SimpleNamespace(names=names), modelled_names=names)
     assert _column_weights(encoder, policy) == [1.0] * 13 + [13.0]
     fixed = parse_policy(_policy(0, ", target_weight: 3"), "p.yaml")
     assert _column_weights(encoder, fixed) == [1.0] * 13 + [3.0]
@@ -120,7 +121,8 @@ def test_the_person_vae_weights_the_target_where_it_is_modelled(target, expected
     data = spec()
     data["audit"]["target"] = target
     policy = policy_of(data)
-    base = SimpleNamespace(schema=SimpleNamespace(names=["sex", "age", "day", "lab", "arm"]))
+    names = ["sex", "age", "day", "lab", "arm"]
+    base = SimpleNamespace(schema=SimpleNamespace(names=names), modelled_names=names)
     encoder = PersonEncoder(base, 3, ("sex", "age"))
     assert encoder.column_groups == (["sex", "age"], ["day", "lab", "arm"])
     assert _column_weights(encoder, policy) == expected  # [row count, *fixed], [*varying]
@@ -135,5 +137,5 @@ def test_the_manifest_states_the_weight_the_pipeline_trained_with():
     gan = parse_policy(_policy(0).replace("backend: vae", "backend: gan"), "p.yaml")
     assert _generator_settings(vae, schema)["target_weight_applied"] == 13.0
     assert _generator_settings(gan, schema)["target_weight_applied"] == 1.0
-    encoder = SimpleNamespace(schema=schema)
+    encoder = SimpleNamespace(schema=schema, modelled_names=names)
     assert max(_column_weights(encoder, vae)) == 13.0

@@ -226,12 +226,15 @@ MIN_UNIQUE_VALUES = 250
 
 def _powered(n_targets: int, n_train: int, n_holdout: int, confidence: float,
              limit: float) -> bool:
-    """True when an honest release passes the column's check 95% of the time even at the
-    share's largest sd, sqrt(π / ((1 - π) T)) (every target hit): with unequal halves the
-    share's sd grows as π → 1 (a 5% holdout needs about 20 times as many unique values)."""
+    """True when an honest release passes the column's check with probability at least
+    ``confidence`` even at the share's largest sd, sqrt(π / ((1 - π) T)) (every target hit):
+    with unequal halves the share's sd grows as π → 1 (a 5% holdout needs about 20 times as
+    many unique values). ``confidence`` is Bonferroni's 1 - α/C, so by the union bound an
+    honest release passes all C columns 95% of the time; with a per-column 95% (z = 1.645)
+    an honest person-level release of wages, 28 columns tested, was blocked 1 time in 9."""
     share = n_train / (n_train + n_holdout)
     sd_max = math.sqrt(share / ((1.0 - share) * n_targets))
-    return (_z(confidence) + 1.645) * sd_max < limit
+    return 2.0 * _z(confidence) * sd_max < limit
 
 
 def column_value_copies(ctx: AuditContext) -> list[RiskResult]:

@@ -20,8 +20,10 @@ import pandas as pd
 
 from privsynth.data.persons import ROWS_COLUMN, PersonLayout, person_layout, row_counts
 from privsynth.data.schema import TableSchema
+from privsynth.data.table import to_model_space
 from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder
 from privsynth.policy.model import Policy
+from privsynth.policy.relations import apply_relations
 from privsynth.privacy.events import PrivacySpend
 from privsynth.privacy.noise import NoiseSource
 
@@ -33,6 +35,8 @@ class PersonEncoder:
     base: TableEncoder
     max_rows: int
     fixed: tuple[str, ...] = ()
+    #: The column that orders a person's rows (``person.order_by``), or None.
+    order_by: str | None = None
 
     @classmethod
     def fit(cls, one_row_each: pd.DataFrame, policy: Policy, budget: EncodingBudget,
@@ -42,7 +46,7 @@ class PersonEncoder:
         assert policy.privacy.person is not None
         base = TableEncoder.fit(one_row_each, policy, budget, spend, noise)
         layout = person_layout(policy)
-        return cls(base, layout.max_rows, layout.fixed)
+        return cls(base, layout.max_rows, layout.fixed, policy.privacy.person.order_by)
 
     @property
     def layout(self) -> PersonLayout:
@@ -52,12 +56,13 @@ class PersonEncoder:
     @property
     def column_groups(self) -> tuple[list[str], list[str]]:
         """(fixed columns, varying columns), each in the order of the wide record's blocks."""
-        names = self.base.schema.names
+        names = self.base.modelled_names
         fixed, varying = self._indices()
         return [names[i] for i in fixed], [names[i] for i in varying]
 
     def _indices(self) -> tuple[list[int], list[int]]:
-        names = self.base.schema.names
+        """(fixed, varying) positions among the generator's columns of one row."""
+        names = self.base.modelled_names
         fixed = [i for i, n in enumerate(names) if n in self.fixed]
         return fixed, [i for i in range(len(names)) if i not in fixed]
 
@@ -107,17 +112,19 @@ class PersonEncoder:
     def inverse_transform(self, codes: np.ndarray, rng: np.random.Generator
                           ) -> tuple[pd.DataFrame, np.ndarray]:
         """(rows, synthetic person index per row): each record's first ``count`` slots decoded
-        as rows (post-processing of DP output), a person's rows contiguous in slot order."""
+        as rows (post-processing of DP output), a person's rows contiguous and in ``order_by``
+        order, then the policy's relations enforced (per-person ones over each person's rows).
+        """
         fixed, varying = self._indices()
         start, width = 1 + len(fixed), len(varying)
         counts = np.clip(codes[:, 0] + 1, 1, self.max_rows)
         parts = []
         for j in range(1, self.max_rows + 1):
             present = np.nonzero(counts >= j)[0]
-            block = np.empty((present.size, len(self.base.encoders)), dtype=np.int64)
+            block = np.empty((present.size, len(fixed) + len(varying)), dtype=np.int64)
             block[:, fixed] = codes[present, 1:start]
             block[:, varying] = codes[present, start + (j - 1) * width: start + j * width]
-            decoded = self.base.inverse_transform(block, rng)
+            decoded = self.base.inverse_transform(block, rng, relations=False)
             parts.append(decoded.assign(__person=present, __slot=j))
         rows = pd.concat(parts, ignore_index=True).sort_values(["__person", "__slot"],
                                                                kind="stable")
@@ -125,7 +132,13 @@ class PersonEncoder:
         first = parts[0]  # every person has slot 1: its fixed values are the person's
         for name in self.fixed:  # one draw per person, not one per row inside the bin
             rows[name] = first[name].iloc[owners].set_axis(rows.index)  # keeps the dtype
-        return rows.drop(columns=["__person", "__slot"]).reset_index(drop=True), owners
+        rows = rows.drop(columns=["__person", "__slot"]).reset_index(drop=True)
+        if self.order_by is not None:  # post-processing: a person's rows in time order
+            column = self.schema[self.order_by]
+            key = to_model_space(rows[[self.order_by]], TableSchema((column,)))
+            order = np.lexsort((key[self.order_by].fillna(np.inf).to_numpy(), owners))
+            rows, owners = rows.iloc[order].reset_index(drop=True), owners[order]
+        return apply_relations(rows, self.relations, self.schema, owners), owners
 
 
 __all__ = ["PersonEncoder", "ROWS_COLUMN"]

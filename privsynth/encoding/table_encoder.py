@@ -17,7 +17,7 @@ from privsynth.encoding.categorical import OTHER, CategoricalEncoder
 from privsynth.encoding.numeric import NumericEncoder, uniform_edges, value_grid
 from privsynth.errors import PrivacyError
 from privsynth.policy.model import ColumnPolicy, Policy
-from privsynth.policy.relations import Relation, apply_relations
+from privsynth.policy.relations import Relation, apply_relations, derived_columns
 from privsynth.privacy import mechanisms
 from privsynth.privacy.events import PrivacySpend
 from privsynth.privacy.noise import NoiseSource
@@ -77,6 +77,8 @@ class TableEncoder:
 
     encoders: list[ColumnEncoder]
     relations: list[Relation] = field(default_factory=list)
+    #: Models saved before derived columns left the model kept them in it (persist reads this).
+    model_derived: bool = False
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, policy: Policy, budget: EncodingBudget,
@@ -101,20 +103,43 @@ class TableEncoder:
         return TableSchema(tuple(e.schema for e in self.encoders))
 
     @property
+    def modelled(self) -> list[int]:
+        """Indices of the encoders the generator sees: every column a relation does not derive
+        (a derived one is computed at decode, so the model spends nothing on it)."""
+        derived = set() if self.model_derived else derived_columns(self.relations)
+        return [i for i, e in enumerate(self.encoders) if e.schema.name not in derived]
+
+    @property
+    def modelled_names(self) -> list[str]:
+        """Names of the generator's columns, in order."""
+        return [self.encoders[i].schema.name for i in self.modelled]
+
+    @property
     def widths(self) -> list[int]:
-        """Slots per column, in order."""
-        return [e.width for e in self.encoders]
+        """Slots per generator column, in order."""
+        return [self.encoders[i].width for i in self.modelled]
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """(n_rows, n_columns) matrix of slot indices."""
-        return np.stack([e.encode(frame[e.schema.name]) for e in self.encoders], axis=1)
+        """(n_rows, n_generator_columns) matrix of slot indices."""
+        return np.stack([self.encoders[i].encode(frame[self.encoders[i].schema.name])
+                         for i in self.modelled], axis=1)
 
-    def inverse_transform(self, codes: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
-        """A table from slot indices (numbers drawn inside their bins), with the policy's
-        declared relations enforced (post-processing of DP output: free)."""
-        columns = {e.schema.name: e.decode(codes[:, i], rng).reset_index(drop=True)
-                   for i, e in enumerate(self.encoders)}
-        return apply_relations(pd.DataFrame(columns), self.relations, self.schema)
+    def inverse_transform(self, codes: np.ndarray, rng: np.random.Generator, *,
+                          owners: np.ndarray | None = None,
+                          relations: bool = True) -> pd.DataFrame:
+        """A table from slot indices (numbers drawn inside their bins): every column of the
+        schema, the derived ones computed by the policy's relations (post-processing of DP
+        output: free). ``owners`` lets per-person derivations run (person level); with
+        ``relations=False`` derived columns stay missing, for a caller that derives later."""
+        columns = {e.schema.name: pd.Series([None] * len(codes), dtype=object)
+                   for e in self.encoders}
+        for j, i in enumerate(self.modelled):
+            e = self.encoders[i]
+            columns[e.schema.name] = e.decode(codes[:, j], rng).reset_index(drop=True)
+        frame = pd.DataFrame(columns)
+        if not relations:
+            return frame
+        return apply_relations(frame, self.relations, self.schema, owners)
 
 
 def _fit_column(name: str, series: pd.Series, rule: ColumnPolicy, budget: EncodingBudget,

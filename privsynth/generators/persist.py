@@ -58,6 +58,9 @@ def save_generator(generator: Generator, encoder: TableEncoder, folder: str | Pa
         "charges": [c.to_dict() for c in getattr(generator, "charges_", [])],
         "max_rows_per_person": getattr(encoder, "max_rows", None),  # unit: person
         "fixed_per_person": list(getattr(encoder, "fixed", ())),
+        "order_by_per_person": getattr(encoder, "order_by", None),
+        # derived columns are computed at decode, not modelled (absent: an older model had them)
+        "derived_modelled": bool(getattr(encoder, "base", encoder).model_derived),
     }
     torch.save(state, out / WEIGHTS_FILE)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
@@ -76,12 +79,14 @@ def load_generator(folder: str | Path, *, device: str | torch.device = "cpu"
     generator = _rebuild(config, state, device)
     generator.charges_ = [Charge(**c) for c in config["charges"]]
     relations = TypeAdapter(list[Relation]).validate_python(config.get("relations", []))
-    encoder = TableEncoder([_encoder_from_dict(e) for e in config["encoder"]], relations)
+    encoder = TableEncoder([_encoder_from_dict(e) for e in config["encoder"]], relations,
+                           model_derived=bool(config.get("derived_modelled", True)))
     if config.get("max_rows_per_person"):
         from privsynth.encoding.person_encoder import PersonEncoder  # noqa: PLC0415
 
         encoder = PersonEncoder(encoder, int(config["max_rows_per_person"]),
-                                tuple(config.get("fixed_per_person", ())))
+                                tuple(config.get("fixed_per_person", ())),
+                                config.get("order_by_per_person"))
     return generator, encoder
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from privsynth.policy.relations import Relation, check_relations
+from privsynth.policy.relations import Relation, check_relations, derived_columns
 
 if TYPE_CHECKING:
     from privsynth.generators.schedule import Schedule
@@ -576,7 +576,10 @@ class Policy(_Frozen):
                 f"audit names column(s) {missing} that are not kept columns of the policy"
             )
         check_relations(self.relations, {n: c.kind for n, c in self.columns.items()
-                                         if c.modelled})
+                                         if c.modelled}, per_person=self.privacy.unit == "person")
+        if not modelled - derived_columns(self.relations):
+            raise ValueError("every kept column is derived by a relation: at least one must be "
+                             "modelled")
         self._check_person(modelled)
         return self
 
@@ -596,6 +599,16 @@ class Policy(_Frozen):
             raise ValueError(
                 f"privacy.person.order_by names '{order}', which must be a kept numeric, "
                 "integer or datetime column (the visit day or year that orders a person's rows)")
+        derived = derived_columns(self.relations)
+        if order in derived:
+            raise ValueError(f"privacy.person.order_by names '{order}', which a relation derives: "
+                             "order a person's rows by a modelled column")
+        computed = [c for c in person.fixed if c in derived]
+        if computed:
+            raise ValueError(
+                f"privacy.person.fixed names {computed}, which relations derive (computed, not "
+                "modelled, and constant per person when derived per_person or from fixed "
+                "columns): remove them from fixed")
         odd = [c for c in person.fixed if c not in modelled or c == order]
         if odd:
             raise ValueError(
@@ -617,6 +630,9 @@ class Policy(_Frozen):
         body = self.model_dump(mode="json", exclude={"seed"}, by_alias=True)
         if not body["relations"]:
             del body["relations"]  # policies written before relations keep their digest
+        for relation in body.get("relations", []):
+            if relation.get("per_person") is None:
+                relation.pop("per_person", None)  # and those before per-person relations
         if body["privacy"].get("person") is None:
             body["privacy"].pop("person", None)  # and row-level ones before person units
         if body["dataset"].get("persons") is None:

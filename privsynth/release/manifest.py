@@ -22,6 +22,7 @@ from typing import Any
 
 from privsynth.data.schema import TableSchema
 from privsynth.policy.model import Policy
+from privsynth.policy.relations import derived_columns
 from privsynth.privacy.events import PrivacySpend
 
 FORMAT = "privsynth-release/2"
@@ -113,8 +114,9 @@ def _generator_settings(policy: Policy, schema: TableSchema) -> dict[str, Any]:
     resolved from the public schema; 1 where no target is modelled or the backend does not
     weight columns)."""
     settings = policy.generator.model_dump(mode="json")
+    derived = derived_columns(policy.relations)  # computed at decode, not modelled
     settings["target_weight_applied"] = policy.generator.applied_target_weight(
-        policy.audit.target, schema.names)
+        policy.audit.target, [n for n in schema.names if n not in derived])
     return settings
 
 
