@@ -63,8 +63,9 @@ likely poor or likely blocked):
   is zero tolerance (counts, not intervals) and is not checked.
 * ``dcr_power`` / ``mia_power``. The distance attacks score every train row against every
   holdout row (each capped at 60,000). An honest DCR share is 0.5 with a null standard error of
-  about 0.5·√(h / (2 n_small)), n_small = min(n_train, n_hold), h ≤ 2 measuring how unevenly
-  synthetic rows crowd onto real rows: se = 0.5/√n_small; its bound is one-sided (z = 1.645).
+  about 0.5·√(h / (2 n_small)), n_small = min(n_train, n_hold), h measuring how unevenly
+  synthetic rows crowd onto real rows (``DCR_CROWDING``: 2 for rows, se = 0.5/√n_small; 3 for
+  whole persons under ``unit: person``); its bound is one-sided (z = 1.645).
   An honest AUC is 0.5 with se = √((m + h + 1)/(12 m h)) for m members and h non-members
   (``stats.auc_se``; the density attack's non-members are half the holdout, the weaker of the
   two), two-sided (z = 1.96). Refuse when 0.5 + z·se reaches the threshold (half of all honest
@@ -452,6 +453,18 @@ def _epsilon_for(epsilon: float, ratio: float, ratio_at) -> float:
     return float(f"{e1 * 1.02:.2g}") if e1 * 1.02 >= 10 else math.ceil(e1 * 10.2) / 10
 
 
+#: How unevenly synthetic records crowd onto real ones (h in the DCR share's null sd,
+#: 0.5·√(h / (2 n))): up to 2 for rows; 3 for whole persons, whose wide records crowd more
+#: (measured: null sd 0.024-0.034 at 444 wages persons per side, h ≈ 2-4; 0.042-0.045 at 156
+#: pbc persons, h ≈ 2.2-2.5).
+DCR_CROWDING = {"row": 2.0, "person": 3.0}
+
+
+def _dcr_se(n_bal: int, unit: str) -> float:
+    """The honest DCR share's standard error at ``n_bal`` records per side."""
+    return 0.5 * math.sqrt(DCR_CROWDING[unit] / (2 * max(n_bal, 1)))
+
+
 def _gate_rules(policy: Policy, modelled: dict[str, ColumnPolicy], n_train: int,
                 n_hold: int) -> list[Finding]:
     audit = policy.audit
@@ -477,7 +490,8 @@ def _gate_rules(policy: Policy, modelled: dict[str, ColumnPolicy], n_train: int,
                 f"~{need} rows"))
     n_tr, n_ho = min(n_train, _MAX_BALANCED), min(n_hold, _MAX_BALANCED)
     for attack, key, se, z, what in (
-            ("dcr", "dcr_share", 0.5 / math.sqrt(max(n_bal, 1)), _Z90_ONE_SIDED, "DCR share"),
+            ("dcr", "dcr_share", _dcr_se(n_bal, policy.privacy.unit), _Z90_ONE_SIDED,
+             "DCR share"),
             ("mia", "mia_auc", auc_se(n_tr, max(n_ho // 2, 1)), _Z95, "MIA AUC")):
         limit = getattr(th, key)
         if attack not in attacks:
