@@ -353,8 +353,8 @@ def policy_check(
         if refused:
             failed = True
             say(f"[red]pre-flight refuses[/] {plain(path)} ({size}): {refused} finding(s) "
-                "above would make the release useless or blocked whatever the data; "
-                "fix them before spending ε")
+                "above would make the release useless or blocked (whatever the data, or, for "
+                "the noise rules, in most measured releases); fix them before spending ε")
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
 

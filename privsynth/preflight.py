@@ -14,8 +14,9 @@ its ``k`` mechanisms ``ε_e = ε · encoding_share / k`` and, when some DP domai
 ``δ_e = δ · encoding_share / (DP domains)`` (``count_encoding_mechanisms``). A discrete Laplace
 DLap(1/ε_e) count has expected positive part ``μ = p / (1 - p²)``, ``p = e^{-ε_e}`` (≈ 1/(2ε_e)).
 
-Rules (severity: ``refuse`` = the release is blocked or useless whatever the data; ``warn`` =
-likely poor or likely blocked):
+Rules (severity: ``refuse`` = the release is blocked or useless whatever the data, or, for the
+two rules calibrated on the shared tables (``dpsgd_noise`` and ``target_unlearnable``), blocked
+or useless in most measured releases at that noise; ``warn`` = likely poor or likely blocked):
 
 * ``category_threshold`` (``domain: dp``). The threshold mechanism keeps a category only when
   its noisy count reaches τ = ``threshold_for(1/ε_e, δ_e)``, so at most ``⌊n_train / τ⌋``

@@ -204,7 +204,7 @@ def test_a_linear_relation_of_several_columns_chained_on_a_derived_one_holds(fra
     assert ((got == expected) | (got.isna() & expected.isna())).all()
     assert decoded["education"].notna().any() and got.notna().any()
     policy = parse_policy(POLICY.replace("RELATIONS", CHAINED))
-    assert ("overtime_hours = 3 + 1·hours_per_week + 2·education_num + -0.5·age, rounded to 2 "
+    assert ("overtime_hours = 3 + hours_per_week + 2·education_num − 0.5·age, rounded to 2 "
             "decimals") in [r.describe() for r in policy.relations]
 
 

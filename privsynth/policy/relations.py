@@ -105,8 +105,7 @@ class Derive(_Frozen):
                                                                      self.per_person)
             return f"{self.derive} = the {what} of {self.source} over each person's rows"
         rounding = "" if self.round is None else f", rounded to {self.round} decimals"
-        terms = " + ".join(f"{k:g}·{c}" for k, c in zip(self.scales, self.sources, strict=True))
-        return f"{self.derive} = {self.offset:g} + {terms}{rounding}"
+        return f"{self.derive} = {_linear_text(self.offset, self.scales, self.sources)}{rounding}"
 
 
 class Order(_Frozen):
@@ -130,6 +129,17 @@ class Order(_Frozen):
 
 
 Relation = Derive | Order
+
+
+def _linear_text(offset: float, scales: list[float], sources: list[str]) -> str:
+    """``-60 + 1.5·hours``, ``uerate − ue.mean``: the offset only when not 0, unit factors
+    unwritten where there are several sources, a negative factor as a minus sign."""
+    parts = [] if offset == 0 and len(sources) > 1 else [f"{offset:g}"]
+    for k, name in zip(scales, sources, strict=True):
+        factor = "" if abs(k) == 1 and len(sources) > 1 else f"{abs(k):g}·"
+        sign = "−" if k < 0 else "+"
+        parts.append(f"{sign} {factor}{name}" if parts else f"{'-' if k < 0 else ''}{factor}{name}")
+    return " ".join(parts)
 
 
 def check_relations(relations: list[Relation], kinds: dict[str, str | None], *,
