@@ -620,6 +620,36 @@ def test_output_is_a_table_of_synthetic_persons(honest):
             assert own[name].astype(str).nunique(dropna=False) == 1, name
 
 
+def test_a_person_level_bundle_verifies_and_states_its_unit(tmp_path):
+    """``privsynth verify`` on a person-level bundle: the signature, every charge recomputed
+    and the ledger's debit per person hold, and a manifest whose unit was edited to rows (or
+    whose bound lost k) does not verify. It used to reject every person-level bundle: the
+    check knew only the row-level neighbouring relation."""
+    from privsynth.release.verify import _header_problems, verify_bundle
+
+    table = visits()
+    ledger = person_ledger(tmp_path / "l.sqlite", table)
+    data = spec(epochs=2)
+    # verify is the subject, not the gate: 150 persons per side leave the membership intervals
+    # wide (pre-flight warns), and a 2-epoch model is no better than its marginals
+    data["audit"]["utility"] = {"enabled": False}
+    data["audit"]["thresholds"] = {"mia_auc": 0.8, "dcr_share": 0.8, "mia_tpr_at_1pct_fpr": 0.3}
+    model = Synthesizer(policy_of(data), ledger=ledger)
+    model._fit_table(table, holdout_fraction=0.5)
+    release = model.release(tmp_path / "bundle")
+    assert release.passed, release.decision.reasons
+    manifest_path = tmp_path / "bundle" / "public" / "manifest.json"
+    assert verify_bundle(tmp_path / "bundle", ledger=ledger, policy=model.policy) == []
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["privacy"]["contribution_bound"]["max_rows_per_person"] == K
+    assert _header_problems(manifest) == []
+    manifest["privacy"]["neighbouring_relation"] = "add/remove one row of the training split"
+    assert "neighbouring relation" in " ".join(_header_problems(manifest))
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["privacy"]["contribution_bound"]["max_rows_per_person"]
+    assert "rows per person" in " ".join(_header_problems(manifest))
+
+
 def test_save_and_load_samples_n_persons(honest):
     folder = honest["model"].save(honest["base"] / "saved")
     loaded = Synthesizer.load(folder, seed=5)

@@ -27,6 +27,7 @@ from privsynth.privacy.events import PrivacySpend
 
 FORMAT = "privsynth-release/2"
 RELATION = "add/remove one row of the training split"
+PERSON_RELATION = "add/remove one person, with all of their rows, of the training split"
 UNIT = "one row"
 _PACKAGES = ("privsynth", "torch", "opacus", "numpy", "pandas", "scikit-learn", "anonymeter")
 
@@ -98,8 +99,7 @@ def _unit(policy: Policy) -> dict[str, Any]:
     return {
         "unit": f"one person: all of their rows (at most {person.max_rows}), identified by "
                 f"column '{person.id}'",
-        "neighbouring_relation": "add/remove one person, with all of their rows, of the "
-                                 "training split",
+        "neighbouring_relation": PERSON_RELATION,
         "contribution_bound": {
             "id_column": person.id, "max_rows_per_person": person.max_rows,
             "order_by": person.order_by,

@@ -39,7 +39,7 @@ import pandas as pd
 from privsynth.errors import PrivsynthError
 from privsynth.keys import KeyStoreError, load_keys, parse_public_key
 from privsynth.release.bundle import STAGING_PREFIX, sha256_file
-from privsynth.release.manifest import FORMAT, RELATION
+from privsynth.release.manifest import FORMAT, PERSON_RELATION, RELATION
 from privsynth.release.signing import (
     BUNDLE_PREDICATE,
     PUBLIC_PREDICATE,
@@ -301,9 +301,16 @@ def _header_problems(manifest: dict) -> list[str]:
     if manifest.get("format") != FORMAT:
         problems.append(f"format is {_short(manifest.get('format'))!r}, expected {FORMAT!r}")
     privacy = manifest["privacy"]
-    if privacy.get("neighbouring_relation") != RELATION:
+    bound = privacy.get("contribution_bound")
+    expected = RELATION if bound is None else PERSON_RELATION
+    if privacy.get("neighbouring_relation") != expected:
         problems.append(f"neighbouring relation {_short(privacy.get('neighbouring_relation'))!r}"
-                        f" is not the one privsynth accounts under ({RELATION!r})")
+                        f" is not the one privsynth accounts under ({expected!r})")
+    if bound is not None and not (
+            isinstance(bound, dict) and isinstance(bound.get("max_rows_per_person"), int)
+            and bound["max_rows_per_person"] >= 1 and isinstance(bound.get("id_column"), str)):
+        problems.append("the person-level contribution bound does not state its id column and "
+                        "a whole number of rows per person ≥ 1")
     if privacy.get("seed_mode") != "os-entropy":
         problems.append("seed mode is not os-entropy: a seeded development run carries no DP "
                         "claim and must never have a public part")
