@@ -331,3 +331,20 @@ def test_derived_columns_cannot_be_fixed_or_order_persons(old, new, message):
     with pytest.raises(PolicyError) as info:
         parse_policy(PERSON_POLICY.replace(old, new))
     assert message in str(info.value)
+
+
+def test_a_per_person_relation_without_persons_is_an_error_not_a_skip():
+    """Decoding a person-level policy's rows without their persons must not leave per-person
+    columns silently missing."""
+    from privsynth.data.schema import ColumnSchema, TableSchema
+    from privsynth.policy.relations import apply_relations
+    policy = parse_policy(PERSON_POLICY)
+    schema = TableSchema(tuple(ColumnSchema(n, "numeric", bounds=(-10.0, 10.0),
+                                            bounds_source="policy")
+                               for n in ("lab", "lab_mean", "lab_first", "lab_dev")))
+    rows = pd.DataFrame({"lab": [1.0, 3.0], "lab_mean": [None] * 2, "lab_first": [None] * 2,
+                         "lab_dev": [None] * 2})
+    with pytest.raises(ValueError, match="per person needs each row's person"):
+        apply_relations(rows, policy.relations, schema)
+    out = apply_relations(rows, policy.relations, schema, owners=np.array([0, 0]))
+    assert list(out["lab_mean"]) == [2.0, 2.0] and list(out["lab_dev"]) == [-1.0, 1.0]

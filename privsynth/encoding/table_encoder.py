@@ -125,12 +125,11 @@ class TableEncoder:
                          for i in self.modelled], axis=1)
 
     def inverse_transform(self, codes: np.ndarray, rng: np.random.Generator, *,
-                          owners: np.ndarray | None = None,
                           relations: bool = True) -> pd.DataFrame:
         """A table from slot indices (numbers drawn inside their bins): every column of the
         schema, the derived ones computed by the policy's relations (post-processing of DP
-        output: free). ``owners`` lets per-person derivations run (person level); with
-        ``relations=False`` derived columns stay missing, for a caller that derives later."""
+        output: free). With ``relations=False`` derived columns stay missing, for the person
+        encoder, which derives once a person's rows are together."""
         columns = {e.schema.name: pd.Series([None] * len(codes), dtype=object)
                    for e in self.encoders}
         for j, i in enumerate(self.modelled):
@@ -139,7 +138,7 @@ class TableEncoder:
         frame = pd.DataFrame(columns)
         if not relations:
             return frame
-        return apply_relations(frame, self.relations, self.schema, owners)
+        return apply_relations(frame, self.relations, self.schema)
 
 
 def _fit_column(name: str, series: pd.Series, rule: ColumnPolicy, budget: EncodingBudget,

@@ -69,6 +69,9 @@ class Derive(_Frozen):
         if several and (not isinstance(self.scale, list) or len(self.scale) != len(self.source)):
             raise ValueError(f"relation deriving '{self.derive}' from {len(self.source)} columns "
                              "needs 'scale: [...]' with one number per column of 'from'")
+        if self.per_person is not None and several:
+            raise ValueError(f"relation deriving '{self.derive}' per person takes one column in "
+                             "'from'")
         if isinstance(self.scale, list) and not several:
             raise ValueError(f"relation deriving '{self.derive}': a list of scales needs a list "
                              "of columns in 'from'")
@@ -166,9 +169,6 @@ def check_relations(relations: list[Relation], kinds: dict[str, str | None], *,
         if r.per_person is not None and not per_person:
             raise ValueError(f"relation deriving '{r.derive}' per person needs privacy.unit: "
                              "person (a row-level release has no persons)")
-        if r.per_person is not None and isinstance(r.source, list):
-            raise ValueError(f"relation deriving '{r.derive}' per person takes one column in "
-                             "'from'")
         if (r.scale is not None or r.per_person in ("mean", "min", "max")) and any(
                 kinds[c] not in numeric for c in r.columns):
             raise ValueError(f"relation deriving '{r.derive}' with "
@@ -204,7 +204,7 @@ def apply_relations(frame: pd.DataFrame, relations: list[Relation], schema: Tabl
     """Enforce ``relations`` on decoded rows (model space); returns a new frame.
 
     ``owners`` (one synthetic person index per row, a person's rows in ``order_by`` order) is
-    needed by per-person derivations only; without it they are left to a later call."""
+    needed by per-person derivations only."""
     out = frame.copy()
     for r in relations:
         if isinstance(r, Order):
@@ -213,11 +213,10 @@ def apply_relations(frame: pd.DataFrame, relations: list[Relation], schema: Tabl
             if swap.any():
                 first, second = out.loc[swap, a].copy(), out.loc[swap, b].copy()
                 out.loc[swap, a], out.loc[swap, b] = second.to_numpy(), first.to_numpy()
-    waiting: set[str] = set()  # per-person derivations without owners, and what needs them
     for r in derivation_order(relations):
-        if (r.per_person is not None and owners is None) or waiting & set(r.sources):
-            waiting.add(r.derive)
-            continue
+        if r.per_person is not None and owners is None:
+            raise ValueError(f"relation deriving '{r.derive}' per person needs each row's "
+                             "person (owners): decode through the person encoder")
         out[r.derive] = _derived(out, r, schema[r.derive].kind, owners)
     return out
 
@@ -253,20 +252,3 @@ def _as_kind(y: np.ndarray, kind: str, index: pd.Index) -> pd.Series:
     if kind == "integer":
         return pd.Series(np.round(y), index=index).astype("Int64")
     return pd.Series(y, index=index)
-
-
-def relation_summary(relations: list[Relation]) -> list[str]:
-    """One plain sentence per relation, for the manifest and the report."""
-    out = []
-    for r in relations:
-        if isinstance(r, Order):
-            out.append(f"{r.order[0]} <= {r.order[1]} (swapped where generated the other way)")
-        elif r.mapping is not None:
-            out.append(f"{r.derive} = mapping of {r.source} ({len(r.mapping)} entries)")
-        elif r.per_person is not None:
-            out.append(f"{r.derive} = {r.per_person} of {r.source} over each person's rows")
-        else:
-            rounding = "" if r.round is None else f", rounded to {r.round} decimals"
-            terms = " + ".join(f"{k:g} * {c}" for k, c in zip(r.scales, r.sources, strict=True))
-            out.append(f"{r.derive} = {r.offset:g} + {terms}{rounding}")
-    return out
