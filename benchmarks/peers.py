@@ -54,7 +54,7 @@ SN_VENV = PEERS / "snsynth"
 SN_PYTHON = SN_VENV / "bin" / "python"
 SN_PACKAGES = ["mbi>=1.1,<2", "Faker>=17", "disjoint-set>=0.9,<0.10", "smartnoise-sql>=1.0.10",
                "pandas", "numpy", "scipy", "networkx"]
-SYSTEMS = ["privsynth-vae", "mst", "aim", "independent"]
+SYSTEMS = ["privsynth-vae", "privsynth-gan", "mst", "aim", "independent"]
 PEER_SYSTEMS = {"mst", "aim"}
 #: the audit's attacks for scoring (the full panel is not needed for these figures)
 ATTACKS = ["exact_copy", "dcr", "mia"]
@@ -267,9 +267,11 @@ def decode(codes: pd.DataFrame, layout: dict, spec: dict, rng: np.random.Generat
 
 
 # ----------------------------------------------------------------------------- systems
-def run_vae(table: str, train: pd.DataFrame, epsilon: float) -> tuple[pd.DataFrame, float, dict]:
-    """privsynth's DP-VAE through its public API: the reviewed policy at ε, epochs and batch
-    size ``auto``, no seed."""
+def run_privsynth(table: str, train: pd.DataFrame, epsilon: float, backend: str = "vae"
+                  ) -> tuple[pd.DataFrame, float, dict]:
+    """privsynth through its public API: the reviewed policy at ε, epochs and batch size
+    ``auto``, no seed; for the GAN, the policy's generator block replaced by the GAN's
+    defaults (the reviewed settings are the VAE's)."""
     import privsynth as ps
     from privsynth.policy.loader import parse_policy
 
@@ -278,10 +280,12 @@ def run_vae(table: str, train: pd.DataFrame, epsilon: float) -> tuple[pd.DataFra
     spec.pop("seed", None)
     spec["generator"].pop("epochs", None)
     spec["generator"].pop("batch_size", None)
+    if backend != "vae":
+        spec["generator"] = {"backend": backend, "device": spec["generator"].get("device", "cpu")}
     # scored by the shared scorer, not by the release's own utility floor: pre-flight's
     # target_unlearnable refusal (which protects a user's budget) does not apply to a comparison
     spec["audit"].setdefault("utility", {})["tstr"] = False
-    policy = parse_policy(yaml.safe_dump(spec, sort_keys=False), f"{table}-peers-vae")
+    policy = parse_policy(yaml.safe_dump(spec, sort_keys=False), f"{table}-peers-{backend}")
     with scratch_ledger(policy, train, officer="peers") as ledger:
         start = time.perf_counter()
         model = ps.Synthesizer(policy, ledger=ledger).fit(train)
@@ -289,7 +293,9 @@ def run_vae(table: str, train: pd.DataFrame, epsilon: float) -> tuple[pd.DataFra
         synthetic = model.sample(len(train))
     plan = next((c for c in model.charges_ if c.get("mechanism") == "dp_sgd"), {})
     params = plan.get("params") or {}
-    return synthetic, fit_s, {"steps": params.get("steps"), "sigma": params.get("sigma")}
+    marginals = sum(c["epsilon"] for c in model.charges_ if c.get("stage") == "marginals")
+    return synthetic, fit_s, {"steps": params.get("steps"), "sigma": params.get("sigma"),
+                              "marginals_epsilon": round(marginals, 6)}
 
 
 def run_peer(system: str, table: str, train: pd.DataFrame, epsilon: float, timeout: float,
@@ -375,8 +381,9 @@ def one_run(system: str, table: str, epsilon: float, seed: int, args: argparse.N
     rng = np.random.default_rng()
     start = time.perf_counter()
     try:
-        if system == "privsynth-vae":
-            synthetic, fit_s, extra = run_vae(table, train, epsilon)
+        if system.startswith("privsynth-"):
+            synthetic, fit_s, extra = run_privsynth(table, train, epsilon,
+                                                    system.removeprefix("privsynth-"))
         elif system in PEER_SYSTEMS:
             synthetic, fit_s, extra = run_peer(system, table, train, epsilon, args.timeout,
                                                args.aim_rounds, rng)

@@ -2,8 +2,8 @@
 
 public checks (policy, device, header names, ledger, registered population) → ledger
 reservation → read cells → identifier scan → per-cell preparation → near-copy check (charges
-overlapping populations too) → split → DP row count N̂ → DP encoding → DP-SGD → sample N̂ rows →
-decode → audit → gate → Release.
+overlapping populations too) → split → DP row count N̂ → DP encoding → DP one-way marginals →
+DP-SGD → sample N̂ rows (matched to the marginals) → decode → audit → gate → Release.
 
 The stages are composed by :class:`privsynth.synthesizer.Synthesizer` (``fit`` / ``sample`` /
 ``audit`` / ``release``); :func:`synthesize` is that class's one-call path.
@@ -29,6 +29,7 @@ from privsynth.audit.runner import AuditResult, run_audit
 from privsynth.data.persons import one_row_per_person, person_layout
 from privsynth.data.schema import TableSchema
 from privsynth.data.table import read_table
+from privsynth.encoding.marginals import MarginalCalibration, resolve_share
 from privsynth.encoding.person_encoder import PersonEncoder
 from privsynth.encoding.table_encoder import EncodingBudget, TableEncoder
 from privsynth.errors import DataError, LedgerError, PreflightRefused
@@ -299,6 +300,8 @@ def _fit(train: pd.DataFrame, n_public: int, policy: Policy, budget: EncodingBud
             policy, budget, spend, rng.noise("encoding"))
     else:
         encoder = TableEncoder.fit(train, policy, budget, spend, rng.noise("encoding"))
+    codes = encoder.transform(train)
+    calibration = _measure_marginals(codes, encoder, n_public, policy, spend, rng)
     g = policy.generator
     schedule = g.schedule(n_public)  # `auto` resolved from N̂ (public): no read of the data
     config = DPSGDConfig(
@@ -310,12 +313,28 @@ def _fit(train: pd.DataFrame, n_public: int, policy: Policy, budget: EncodingBud
         max_physical_batch=g.max_physical_batch, public_rows=n_public)
     person = policy.privacy.person if policy.privacy.unit == "person" else None
     generator = make_generator(g, person=person, column_weights=_column_weights(encoder, policy))
-    generator.fit(encoder.transform(train), encoder.widths, config,
+    generator.fit(codes, encoder.widths, config,
                   generator=rng.torch("training", target), device=target, progress=progress,
                   noise=rng.noise("training"))
     for charge in generator.charges_:
         spend.add(charge)
-    return encoder, generator
+    return encoder, generator, calibration
+
+
+def _measure_marginals(codes, encoder: TableEncoder | PersonEncoder, n_public: int,
+                       policy: Policy, spend: PrivacySpend, rng: RandomSource
+                       ) -> MarginalCalibration | None:
+    """The DP one-way shares matched at sampling (:mod:`privsynth.encoding.marginals`), paid
+    from ``privacy.marginals_share`` of ε before DP-SGD, which trains on the rest. Row level
+    only; None when the share is 0 or affords too few cells."""
+    if isinstance(encoder, PersonEncoder):
+        return None
+    share = resolve_share(policy.privacy.marginals_share, epsilon=policy.privacy.epsilon,
+                          n_public=n_public, columns=len(encoder.modelled), unit="row")
+    encoders = [encoder.encoders[i] for i in encoder.modelled]
+    return MarginalCalibration.measure(codes, encoders, encoder.modelled_names, n_public,
+                                       share * policy.privacy.epsilon, spend,
+                                       rng.noise("marginals"))
 
 
 def _column_weights(encoder: TableEncoder | PersonEncoder, policy: Policy

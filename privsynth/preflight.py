@@ -96,6 +96,7 @@ import pandas as pd
 
 from privsynth.audit.stats import auc_se, judges_tstr, paired_excess_ci
 from privsynth.data.schema import ColumnSchema
+from privsynth.encoding.marginals import resolve_share
 from privsynth.encoding.numeric import value_grid
 from privsynth.encoding.table_encoder import count_encoding_mechanisms, encoding_budget
 from privsynth.policy.model import ColumnPolicy, Policy
@@ -332,7 +333,10 @@ REFUSE_NOISE_RATIO = 3.0
 def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]:
     gen = policy.generator
     share = policy.privacy.encoding_share
-    eps_train = policy.privacy.epsilon * (1.0 - share)
+    marginals = resolve_share(policy.privacy.marginals_share, epsilon=policy.privacy.epsilon,
+                              n_public=n_train, columns=len(_widths(policy, n_train, tau)),
+                              unit=policy.privacy.unit)
+    eps_train = policy.privacy.epsilon * (1.0 - share - marginals)
     _, delta_count = count_encoding_mechanisms(policy)
     delta_train = policy.privacy.delta * ((1.0 - share) if delta_count else 1.0)
     schedule = gen.schedule(n_train)  # `auto` resolved as at fit, from the public count
@@ -368,7 +372,7 @@ def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]
         out.append(Finding("warn", "dpsgd_noise", f"{msg}: expect poor fidelity. Fix: {fix}"))
 
     def ratio_at(epsilon: float) -> float:  # r at another ε, the same schedule and model
-        return _sigma(epsilon * (1.0 - share), delta_train, q, steps,
+        return _sigma(epsilon * (1.0 - share - marginals), delta_train, q, steps,
                       policy.privacy.accountant) * per_sigma
 
     out += _target_rule(policy, ratio, ratio_at)

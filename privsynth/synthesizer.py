@@ -39,6 +39,7 @@ from privsynth.audit.stats import audit_sample_rows, copy_rows_needed
 from privsynth.data.persons import PersonLayout, to_wide, wide_records
 from privsynth.data.split import train_holdout_split
 from privsynth.data.table import prepare_table, to_model_space
+from privsynth.encoding.marginals import MarginalCalibration
 from privsynth.encoding.table_encoder import encoding_budget
 from privsynth.errors import PrivsynthError
 from privsynth.gate import decide
@@ -141,12 +142,13 @@ class Synthesizer:
             budget = encoding_budget(policy)
             n_public = pipeline.dp_row_count(len(train), budget, spend, rng)
             check_delta(policy.privacy.delta, n_public)
-            encoder, generator = pipeline._fit(train, n_public, policy, budget, spend, rng,
-                                               target, self.progress)
+            encoder, generator, calibration = pipeline._fit(
+                train, n_public, policy, budget, spend, rng, target, self.progress)
         finally:
             for reservation in reservations:
                 book.record_charges(reservation, spend.charges)
-        return {"encoder_": encoder, "generator_": generator, "schema_": encoder.schema,
+        return {"encoder_": encoder, "generator_": generator, "calibration_": calibration,
+                "schema_": encoder.schema,
                 "n_public_": n_public, "release_id_": release_id,
                 "charges_": [c.to_dict() for c in spend.charges], "_reservations": reservations,
                 "_spend": spend, "_rng": rng, "_target": target, "_train": train,
@@ -186,12 +188,22 @@ class Synthesizer:
         ``unit: person`` the rows of ``n`` persons with each row's person index (a person's
         rows contiguous, ordered by ``person.order_by``). Each ``stream`` is an independent
         draw (in a seeded development run a stream repeats its rows)."""
-        codes = self.generator_.sample(n, generator=self._rng.torch(stream, self._target))
+        codes = self._codes(n, stream)
         decoded = self.encoder_.inverse_transform(codes, self._rng.numpy(
             "decode" if stream == "sample" else f"decode:{stream}"))
         if not self.per_person:
             return decoded, None
         return decoded  # (rows, owners), each person's rows in order_by order
+
+    def _codes(self, n: int, stream: str) -> np.ndarray:
+        """``n`` generated rows of slot indices; with DP one-way marginals, ``pool`` × n drawn
+        and n kept by raking to them (post-processing: :mod:`privsynth.encoding.marginals`)."""
+        torch_rng = self._rng.torch(stream, self._target)
+        calibration = getattr(self, "calibration_", None)
+        if calibration is None:
+            return self.generator_.sample(n, generator=torch_rng)
+        pool = self.generator_.sample(calibration.pool * n, generator=torch_rng)
+        return calibration.select(pool, n, self._rng.numpy(f"marginals:{stream}"))
 
     def _audit_draw(self, train: pd.DataFrame, holdout: pd.DataFrame, stream: str = "sample"
                     ) -> tuple[pd.DataFrame, np.ndarray | None]:
@@ -351,7 +363,9 @@ class Synthesizer:
         facts = {"format": SAVE_FORMAT, "release_id": self.release_id_,
                  "n_public": int(self.n_public_), "charges": list(self.charges_),
                  "pseudonymized": list(self._pseudonymized), "actions": dict(self._actions),
-                 "policy_digest": self.policy.digest()}
+                 "policy_digest": self.policy.digest(),
+                 "marginals": (self.calibration_.to_dict()
+                               if getattr(self, "calibration_", None) is not None else None)}
         policy = {**self.policy.model_dump(mode="json"), "seed": None}  # no seed is stored
         (folder / POLICY_FILE).write_text(yaml.safe_dump(policy, sort_keys=False),
                                           encoding="utf-8")
@@ -384,6 +398,8 @@ class Synthesizer:
         if person is not None and getattr(model.encoder_, "order_by", "") is None:
             model.encoder_.order_by = person.order_by  # saved before the encoder kept it
         model.schema_ = model.encoder_.schema
+        saved = facts.get("marginals")  # absent: saved before marginals were matched
+        model.calibration_ = MarginalCalibration.from_dict(saved) if saved else None
         model.n_public_ = int(facts["n_public"])
         model.release_id_ = str(facts["release_id"])
         model.charges_ = list(facts["charges"])

@@ -146,3 +146,25 @@ def uniform_edges(grid: np.ndarray, n_bins: int) -> np.ndarray:
         return grid.copy()
     index = np.unique(np.round(np.linspace(0, len(grid) - 1, n_bins + 1)).astype(int))
     return grid[index]
+
+
+def geometric_edges(grid: np.ndarray, n_bins: int) -> np.ndarray:
+    """Up to ``n_bins`` bins snapped to the grid, one grid cell wide at the lower bound and
+    widening geometrically (equal on log(1 + cells from the low bound)).
+
+    For counts and amounts that pile up near their lower bound (0, 1, 2 visits; small balances):
+    on an integer grid the small values each get a bin of their own and decode exactly, where
+    equal-width bins would spread 0, 1 and 2 evenly over one bin. Public (the grid and n_bins
+    only), so free.
+    """
+    cells = len(grid) - 1
+    if cells <= n_bins:
+        return grid.copy()
+    index = np.round(np.expm1(np.linspace(0.0, np.log1p(cells), n_bins + 1))).astype(int)
+    for k in range(1, len(index)):  # at least one grid cell per bin
+        index[k] = max(index[k], index[k - 1] + 1)
+    index = np.unique(np.minimum(index, cells))
+    if index[-1] != cells:
+        index = np.append(index, cells)
+    return grid[index]
+

@@ -14,7 +14,12 @@ import pandas as pd
 from privsynth.data.schema import ColumnSchema, TableSchema
 from privsynth.data.table import EPOCH, category_text
 from privsynth.encoding.categorical import OTHER, CategoricalEncoder
-from privsynth.encoding.numeric import NumericEncoder, uniform_edges, value_grid
+from privsynth.encoding.numeric import (
+    NumericEncoder,
+    geometric_edges,
+    uniform_edges,
+    value_grid,
+)
 from privsynth.errors import PrivacyError
 from privsynth.policy.model import ColumnPolicy, Policy
 from privsynth.policy.relations import Relation, apply_relations, derived_columns
@@ -197,7 +202,8 @@ def _fit_numeric(name, series, rule, budget, spend, noise) -> NumericEncoder:
         edges = mechanisms.quantile_edges_from_histogram(grid, mass, rule.bins)
     else:
         mass = np.zeros(len(grid) - 1, dtype=np.int64)
-        edges = uniform_edges(grid, rule.bins)
+        bins = geometric_edges if rule.binning == "geometric" else uniform_edges
+        edges = bins(grid, rule.bins)
     return NumericEncoder(schema, edges, grid, mass, **shape)
 
 

@@ -70,7 +70,9 @@ class ColumnPolicy(_Frozen):
       for older policies, but ``error`` now behaves like ``missing``: refusing a release because
       of one cell (or reporting how many cells were outside) would reveal a private fact, so no
       count of such cells is ever reported.
-    * ``binning``: ``quantile`` (DP quantiles, paid from epsilon) or ``uniform`` (free).
+    * ``binning``: ``quantile`` (DP quantiles, paid from epsilon), ``uniform`` (free) or
+      ``geometric`` (free: one value per bin at the lower bound, widening upwards; for counts
+      and amounts that pile up near it).
     * ``missing_values``: the texts that mark a missing cell in this column, overriding the
       dataset's ``missing_values``. A value listed in the column's declared ``domain`` (or a key
       of its ``generalize.mapping``) is never treated as missing.
@@ -99,7 +101,7 @@ class ColumnPolicy(_Frozen):
     bounds: tuple[Scalar, Scalar] | Literal["dp"] | None = None
     domain: list[Scalar] | Literal["dp"] | None = None
     unknown: Literal["error", "missing"] = "error"  # both: outside the domain -> missing
-    binning: Literal["quantile", "uniform"] = "quantile"
+    binning: Literal["quantile", "uniform", "geometric"] = "quantile"
     bins: Annotated[int, Field(ge=2, le=256)] = 20
     generalize: Generalize | None = None
     identifier: bool = False
@@ -243,6 +245,10 @@ class PrivacyPolicy(_Frozen):
     delta: Annotated[float, Field(gt=0, lt=1e-2)] = 1e-6
     accountant: Literal["prv", "rdp"] = "prv"
     encoding_share: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    # Share of ε for the DP one-way marginals matched at sampling (privsynth.encoding.marginals):
+    # ``auto`` spends 0.2 where it affords a few cells per column (large N̂·ε per column), else
+    # nothing; 0 turns it off. Row level only.
+    marginals_share: Annotated[float, Field(ge=0, lt=0.5)] | Literal["auto"] = "auto"
     unit: Literal["row", "person"] = "row"
     person: PersonUnit | None = None
 
@@ -251,6 +257,12 @@ class PrivacyPolicy(_Frozen):
         if self.unit == "person" and self.person is None:
             raise ValueError("privacy.unit: person needs 'person: {id: <identifier column>, "
                              "max_rows: <rows kept per person>}'")
+        if self.unit == "person" and self.marginals_share not in ("auto", 0):
+            raise ValueError("privacy.marginals_share is matched on rows, not persons; remove it "
+                             "under 'unit: person' (auto spends nothing there)")
+        if self.marginals_share != "auto" and self.encoding_share + self.marginals_share >= 0.9:
+            raise ValueError("privacy.encoding_share + privacy.marginals_share must leave DP-SGD "
+                             "at least 0.1 of epsilon; lower one of them")
         if self.unit == "row" and self.person is not None:
             raise ValueError("privacy.person is only read with 'unit: person'; set the unit or "
                              "remove the person block")
@@ -633,6 +645,8 @@ class Policy(_Frozen):
         for relation in body.get("relations", []):
             if relation.get("per_person") is None:
                 relation.pop("per_person", None)  # and those before per-person relations
+        if body["privacy"].get("marginals_share") == "auto":
+            body["privacy"].pop("marginals_share")  # and those before one-way marginals
         if body["privacy"].get("person") is None:
             body["privacy"].pop("person", None)  # and row-level ones before person units
         if body["dataset"].get("persons") is None:
