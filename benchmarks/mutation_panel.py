@@ -86,6 +86,7 @@ T_LEDGER = "tests/test_ledger.py"
 T_PIPE = "tests/test_pipeline.py"
 T_SYNTH = "tests/test_synthesizer.py"
 T_PERSON = "tests/test_person_privacy.py"
+T_MARGINALS = "tests/test_marginals.py"
 
 DP_SGD = "privsynth/generators/dp_sgd.py"
 GAN = "privsynth/generators/gan.py"
@@ -100,6 +101,7 @@ SYNTH = "privsynth/synthesizer.py"
 VERIFY = "privsynth/release/verify.py"
 BUNDLE = "privsynth/release/bundle.py"
 PERSONS = "privsynth/data/persons.py"
+MARGINALS = "privsynth/encoding/marginals.py"
 
 
 def m(id, area, bug, file, old, new, tests, *, ci=True, more=(), sanity=False) -> Mutant:
@@ -425,6 +427,21 @@ MUTANTS: list[Mutant] = [
       "    rank = pd.Series(codes).groupby(codes).cumcount().to_numpy()\n"
       "    out = np.empty(len(keys))\n",
       f"{T_PERSON}::test_adding_or_removing_a_person_keeps_the_others_rows"),
+    # ------------------------------------------------------------------ one-way marginals
+    m("marginals-raw-counts", "one-way marginals", "the shares matched at sampling are the "
+      "exact slot counts, not the noisy ones (the measurement's noise is computed and dropped)",
+      MARGINALS,
+      "mass = np.clip(noisy, 0, None).astype(float)",
+      "mass = np.bincount(lookup[codes[:, j]], minlength=k).astype(float)",
+      f"{T_MARGINALS}::test_measurement_is_charged_per_column_and_its_noise_has_the_laplace_"
+      "scale"),
+    m("marginals-uncharged", "one-way marginals", "the marginal measurement is not recorded in "
+      "the spend: DP-SGD is calibrated to the whole remainder and the manifest understates ε",
+      MARGINALS,
+      "            spend.add(charge)\n            mass = np.clip",
+      "            mass = np.clip",
+      f"{T_MARGINALS}::test_measurement_is_charged_per_column_and_its_noise_has_the_laplace_"
+      "scale"),
 ]
 
 

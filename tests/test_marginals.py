@@ -28,6 +28,7 @@ from privsynth.policy.loader import parse_policy
 from privsynth.privacy.events import PrivacySpend
 from privsynth.privacy.mechanisms import charge_cost
 from privsynth.privacy.noise import SeededNoise
+from privsynth.release.manifest import _marginals
 
 DATASETS = "/work/shared/datasets"
 
@@ -109,6 +110,9 @@ def test_measurement_is_charged_per_column_and_its_noise_has_the_laplace_scale()
     for charge in spend.charges:  # recomputable from the recorded parameters (verify)
         assert charge_cost(charge.mechanism, charge.params, 0.0) == pytest.approx(
             (epsilon / 4, 0.0))
+    stated = _marginals(spend)  # what the manifest says
+    assert stated["matched_at_sampling"] and stated["columns"] == ["x0", "x1", "x2", "x3"]
+    assert stated["epsilon"] == pytest.approx(epsilon)
     errors = [_tvd(s, _shares(codes[:, j], 6)) for j, s in enumerate(cal.shares)]
     # noise is there (noise off gives exactly 0) and of its scale (mean |DLap(10)| ≈ 10 rows
     # per cell: ≈ 0.0075 TVD; 0.03 is four times that)

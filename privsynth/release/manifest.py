@@ -120,6 +120,18 @@ def _generator_settings(policy: Policy, schema: TableSchema) -> dict[str, Any]:
     return settings
 
 
+def _marginals(spend: PrivacySpend) -> dict[str, Any]:
+    """Whether sampling matched DP one-way marginals, and what they cost (the charges of stage
+    ``marginals``; privsynth.encoding.marginals)."""
+    charges = [c for c in spend.charges if c.stage == "marginals"]
+    return {"matched_at_sampling": bool(charges),
+            "columns": [c.column for c in charges],
+            "epsilon": float(sum(c.epsilon for c in charges)),
+            "how": "each listed column's counts measured once with discrete Laplace noise; the "
+                   "synthetic rows are a subset of 4x as many generated rows, reweighted to "
+                   "those shares (post-processing)" if charges else None}
+
+
 def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
                    schema: TableSchema, synthetic_rows: int, seed_mode: str,
                    column_actions: dict[str, str],
@@ -143,6 +155,7 @@ def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
         "columns": column_actions,
         **({"relations": [r.describe() for r in policy.relations]} if policy.relations else {}),
         "generator": _generator_settings(policy, schema),
+        "one_way_marginals": _marginals(spend),
         "versions": versions(),
     }
 
