@@ -127,6 +127,7 @@ def test_relations_do_not_change_the_digest_of_policies_without_them():
     # the digest of a policy without relations is computed as before relations existed
     body = plain.model_dump(mode="json", exclude={"seed", "relations"})
     del body["privacy"]["person"], body["dataset"]["persons"]  # keys added since (person unit)
+    del body["privacy"]["marginals_share"]  # and since (one-way marginals, default auto)
     for rule in body["columns"].values():
         del rule["decimals"]  # and since (a column's recorded precision)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
@@ -157,6 +158,11 @@ def test_relations_do_not_change_the_digest_of_policies_without_them():
     ("  - {derive: overtime_hours, from: hours_per_week, per_person: median}", "per_person"),
     ("  - {derive: education_num, from: education, mapping: {a: 1}}\n"
      "  - {derive: education, from: education_num, mapping: {\"1\": a}}", "cycle"),
+    ("  - {missing_unless: age, when: age, in: [1]}", "two different"),
+    ("  - {missing_unless: nope, when: age, in: [1]}", "not kept"),
+    ("  - {missing_unless: age, when: education, in: []}", "in"),
+    ("  - {derive: retire_age, from: age, scale: 1, offset: 10}\n"
+     "  - {missing_unless: overtime_hours, when: retire_age, in: [60]}", "test its source"),
 ])
 def test_bad_relations_are_policy_errors(relations, message):
     with pytest.raises(PolicyError) as info:
@@ -233,7 +239,7 @@ def test_per_person_keys_leave_the_digest_of_earlier_relations_alone():
     """Adding ``per_person`` to the relation model must not change a published digest."""
     policy = parse_policy(POLICY.replace("RELATIONS", RELATIONS))
     body = policy.model_dump(mode="json", exclude={"seed"}, by_alias=True)
-    del body["privacy"]["person"], body["dataset"]["persons"]
+    del body["privacy"]["person"], body["dataset"]["persons"], body["privacy"]["marginals_share"]
     for rule in body["columns"].values():
         del rule["decimals"]
     for relation in body["relations"]:
@@ -348,3 +354,33 @@ def test_a_per_person_relation_without_persons_is_an_error_not_a_skip():
         apply_relations(rows, policy.relations, schema)
     out = apply_relations(rows, policy.relations, schema, owners=np.array([0, 0]))
     assert list(out["lab_mean"]) == [2.0, 2.0] and list(out["lab_dev"]) == [-1.0, 1.0]
+
+
+def test_a_column_recorded_only_for_some_rows_is_missing_in_the_others(frame):
+    """flchain's cause of death (``chapter``) exists only for those who died: declared as
+    ``missing_unless``, no decoded row has a cause of death without a death, while rows that
+    may hold one keep what the generator gave. Without it, random output pairs them freely."""
+    relation = ("relations:\n  - {missing_unless: overtime_hours, when: education, "
+                "in: [Masters, Doctorate]}\n")
+    _, free = _decode_random(frame, "")
+    _, decoded = _decode_random(frame, relation)
+    allowed = decoded["education"].isin(["Masters", "Doctorate"])
+    assert free.loc[~free["education"].isin(["Masters", "Doctorate"]),
+                    "overtime_hours"].notna().mean() > 0.5
+    assert decoded.loc[~allowed, "overtime_hours"].isna().all()
+    kept = free.loc[allowed, "overtime_hours"]
+    assert decoded.loc[allowed, "overtime_hours"].notna().sum() == kept.notna().sum()
+    policy = parse_policy(POLICY.replace("RELATIONS", relation))
+    assert policy.relations[0].describe() == (
+        "overtime_hours is missing unless education is one of: Masters, Doctorate")
+
+
+def test_a_complete_column_cannot_be_blanked_by_a_relation():
+    text = POLICY.replace("overtime_hours: {kind: numeric, bounds: [0, 100], binning: uniform}",
+                          "overtime_hours: {kind: numeric, bounds: [0, 100], binning: uniform, "
+                          "complete: true}")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text.replace("RELATIONS", "relations:\n  - {missing_unless: overtime_hours, "
+                                  "when: education, in: [Masters]}"))
+    assert "complete" in str(info.value)
+

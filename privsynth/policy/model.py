@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from privsynth.policy.relations import Relation, check_relations, derived_columns
+from privsynth.policy.relations import (
+    MissingUnless,
+    Relation,
+    check_relations,
+    derived_columns,
+)
 
 if TYPE_CHECKING:
     from privsynth.generators.schedule import Schedule
@@ -589,6 +594,11 @@ class Policy(_Frozen):
             )
         check_relations(self.relations, {n: c.kind for n, c in self.columns.items()
                                          if c.modelled}, per_person=self.privacy.unit == "person")
+        complete = [r.missing_unless for r in self.relations
+                    if isinstance(r, MissingUnless) and self.columns[r.missing_unless].complete]
+        if complete:
+            raise ValueError(f"column(s) {complete} are declared complete but a missing_unless "
+                             "relation blanks them in some rows; remove 'complete: true'")
         if not modelled - derived_columns(self.relations):
             raise ValueError("every kept column is derived by a relation: at least one must be "
                              "modelled")

@@ -6,7 +6,7 @@ fixed multiple of its ``*_minutes``, a discharge never precedes its admission. A
 data steward declares is a public fact, so enforcing it costs no ε: it is applied to the decoded
 rows (post-processing) and never read from the data to discover it.
 
-Four forms::
+The forms::
 
     relations:
       - {derive: education_num, from: education, mapping: {Bachelors: 13, Masters: 14}}
@@ -14,6 +14,7 @@ Four forms::
       - {derive: ue.person.cen, from: [uerate, ue.mean], scale: [1, -1]}   # a difference
       - {derive: ue.mean, from: uerate, per_person: mean}   # privacy.unit: person only
       - {order: [admitted, discharged]}        # admitted <= discharged
+      - {missing_unless: chapter, when: death, in: ["1"]}   # cause of death: only if died
 
 ``derive`` overwrites the derived column from its sources: a category mapping, a linear map
 ``offset + Σ scale_i · source_i`` (rounded to ``round`` decimals; missing where a source is), or,
@@ -23,7 +24,9 @@ A derived column is **not modelled**: the generator never sees it, so its share 
 width (and of DP-SGD's noise) goes to the columns it is derived from, and its values come only
 from the relation. Derivations may chain (``ue.person.cen`` from the per-person ``ue.mean``);
 they run in dependency order, after the ``order`` swaps. ``order`` swaps the two values where a
-row has them the wrong way round.
+row has them the wrong way round. ``missing_unless`` blanks a column in the rows where another
+column's value says it cannot be recorded (before the derivations, so a derivation from it sees
+the blank).
 """
 
 from __future__ import annotations
@@ -131,7 +134,50 @@ class Order(_Frozen):
         return (self.order[0], self.order[1])
 
 
-Relation = Derive | Order
+class MissingUnless(_Frozen):
+    """``{missing_unless: chapter, when: death, in: ["1"]}``: ``chapter`` is recorded only in
+    rows whose ``when`` is one of ``in`` (a cause of death exists only for those who died; an
+    employer only for the employed) and is missing in every other row."""
+
+    missing_unless: str
+    when: str
+    values: Annotated[list[str | int | float | bool], Field(min_length=1)] = Field(alias="in")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> MissingUnless:
+        if self.missing_unless == self.when:
+            raise ValueError("a missing_unless relation needs two different columns")
+        return self
+
+    @property
+    def columns(self) -> tuple[str, str]:
+        return (self.missing_unless, self.when)
+
+    def describe(self) -> str:
+        """One line for the manifest and the report (a policy fact: public)."""
+        shown = ", ".join(str(v) for v in self.values)
+        return f"{self.missing_unless} is missing unless {self.when} is one of: {shown}"
+
+    def recorded(self, frame: pd.DataFrame, kind: str) -> np.ndarray:
+        """Rows where ``missing_unless`` may hold a value (``when`` is one of ``in``)."""
+        if kind in ("numeric", "integer"):
+            numbers = pd.to_numeric(frame[self.when], errors="coerce")
+            return numbers.isin([float(v) for v in self.values]).to_numpy(dtype=bool)
+        allowed = {_text(v) for v in self.values}
+        return np.array([v is not None and v == v and _text(v) in allowed
+                         for v in frame[self.when]], dtype=bool)
+
+
+Relation = Derive | Order | MissingUnless
+
+
+def _text(value: object) -> str:
+    """A category as the policy writes it: booleans lower-case, 1.0 as 1."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _linear_text(offset: float, scales: list[float], sources: list[str]) -> str:
@@ -157,6 +203,11 @@ def check_relations(relations: list[Relation], kinds: dict[str, str | None], *,
         missing = [c for c in r.columns if c not in kinds]
         if missing:
             raise ValueError(f"relation names column(s) {missing} that are not kept columns")
+        if isinstance(r, MissingUnless):
+            if r.when in derived:
+                raise ValueError(f"missing_unless relation on '{r.missing_unless}' tests the "
+                                 f"derived column '{r.when}': test its source instead")
+            continue
         if isinstance(r, Order):
             bad = [c for c in r.order if kinds[c] not in ("numeric", "integer", "datetime")]
             if bad:
@@ -213,6 +264,12 @@ def apply_relations(frame: pd.DataFrame, relations: list[Relation], schema: Tabl
             if swap.any():
                 first, second = out.loc[swap, a].copy(), out.loc[swap, b].copy()
                 out.loc[swap, a], out.loc[swap, b] = second.to_numpy(), first.to_numpy()
+    for r in relations:
+        if isinstance(r, MissingUnless):
+            keep = r.recorded(out, schema[r.when].kind)
+            column = out[r.missing_unless]
+            out[r.missing_unless] = (column.where(keep) if column.dtype != object
+                                     else column.where(keep, None))
     for r in derivation_order(relations):
         if r.per_person is not None and owners is None:
             raise ValueError(f"relation deriving '{r.derive}' per person needs each row's "
