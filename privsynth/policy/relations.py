@@ -37,7 +37,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from privsynth.data.schema import TableSchema
 
@@ -168,7 +168,20 @@ class MissingUnless(_Frozen):
                          for v in frame[self.when]], dtype=bool)
 
 
-Relation = Derive | Order | MissingUnless
+def _relation_form(value: object) -> str | None:
+    """Which form a relation is, by its leading key, so an error names that form's fields only."""
+    if isinstance(value, dict):
+        return next((k for k in ("derive", "order", "missing_unless") if k in value), None)
+    return {Derive: "derive", Order: "order", MissingUnless: "missing_unless"}.get(type(value))
+
+
+Relation = Annotated[
+    Annotated[Derive, Tag("derive")] | Annotated[Order, Tag("order")]
+    | Annotated[MissingUnless, Tag("missing_unless")],
+    Discriminator(_relation_form, custom_error_type="relation_form",
+                  custom_error_message="a relation starts with 'derive:', 'order:' or "
+                                       "'missing_unless:'"),
+]
 
 
 def _text(value: object) -> str:
