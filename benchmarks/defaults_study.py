@@ -64,6 +64,7 @@ SCHEDULES: dict[str, object] = {
     # model variants at the auto schedule (what else a public rule could choose at ε = 1)
     "auto/kl1": {"epochs": "auto", "batch_size": "auto", "kl_weight": 1.0},
     "auto/h16": {"epochs": "auto", "batch_size": "auto", "hidden": [16]},
+    "auto/h32": {"epochs": "auto", "batch_size": "auto", "hidden": [32]},
     "auto/h128": {"epochs": "auto", "batch_size": "auto", "hidden": [128]},
     "auto/lat2": {"epochs": "auto", "batch_size": "auto", "latent_dim": 2},
     "auto/lr0.003": {"epochs": "auto", "batch_size": "auto", "learning_rate": 0.003},
