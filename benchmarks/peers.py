@@ -445,6 +445,47 @@ def tstr_tables(rows: list[dict], systems: list[str], tables: list[str],
     return "\n".join(out)
 
 
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f} (1)"
+    return f"{np.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}] ({len(values)})"
+
+
+def verdict_table(rows: list[dict], tables: list[str], epsilons: list[float]) -> str:
+    """Per table and ε: privsynth's best backend against the best DP peer and the
+    independent-marginals control, by mean TSTR over seeds (mean [min, max] (seeds))."""
+    out = ["\n### privsynth's best backend against the best DP peer (mean TSTR over seeds)\n",
+           "| table | ε | metric | privsynth (backend) | best DP peer | independent | ahead |",
+           "|---|---|---|---|---|---|---|"]
+    for table in tables:
+        for eps in epsilons:
+            part = [r for r in rows if r["table"] == table and float(r["epsilon"]) == eps
+                    and r["status"] == "ok" and r.get("tstr") is not None]
+            if not part:
+                continue
+
+            def runs(system: str, part: list[dict] = part) -> list[float]:
+                return [float(r["tstr"]) for r in part if r["system"] == system]
+
+            def best(systems: list[str]) -> tuple[str | None, list[float]]:
+                scored = [(np.mean(runs(x)), x) for x in systems if runs(x)]
+                return (max(scored)[1], runs(max(scored)[1])) if scored else (None, [])
+
+            ours, ours_runs = best([x for x in SYSTEMS if x.startswith("privsynth-")])
+            peer, peer_runs = best(sorted(PEER_SYSTEMS))
+            if ours is None:
+                continue
+            ahead = "-" if peer is None else (
+                "privsynth" if np.mean(ours_runs) >= np.mean(peer_runs) else peer)
+            out.append(f"| {table} | {eps:g} | {part[0].get('metric', '-')} | "
+                       f"{_spread(ours_runs)} {ours.removeprefix('privsynth-')} | "
+                       f"{_spread(peer_runs)} {peer or ''} | "
+                       f"{_spread(runs('independent'))} | {ahead} |")
+    return "\n".join(out)
+
+
 def fit_table(rows: list[dict], systems: list[str], tables: list[str],
               epsilons: list[float]) -> str:
     out = ["\n### Fit seconds (mean over seeds; peers: fit inside the worker)\n",
@@ -537,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.python_version()}; privsynth {getattr(privsynth, '__version__', '?')}; "
           f"peers: {json.dumps(versions)}; repo {ROOT.name}")
     print(tstr_tables(rows, systems, tables, epsilons))
+    print(verdict_table(rows, tables, epsilons))
     print(fit_table(rows, systems, tables, epsilons))
     print(detail_table(rows))
     return 0

@@ -59,6 +59,10 @@ SAVE_FILE = "synthesizer.json"
 POLICY_FILE = "policy.yaml"
 
 
+#: Rows matched to the one-way marginals at a time (a pool of 4x this many is held at once).
+MATCH_CHUNK = 250_000
+
+
 class NotFittedError(PrivsynthError):
     """A method that needs a fitted model was called before :meth:`Synthesizer.fit`."""
 
@@ -202,8 +206,13 @@ class Synthesizer:
         calibration = getattr(self, "calibration_", None)
         if calibration is None:
             return self.generator_.sample(n, generator=torch_rng)
-        pool = self.generator_.sample(calibration.pool * n, generator=torch_rng)
-        return calibration.select(pool, n, self._rng.numpy(f"marginals:{stream}"))
+        rng = self._rng.numpy(f"marginals:{stream}")
+        parts = []
+        for start in range(0, n, MATCH_CHUNK):  # bounded memory: each chunk matched on its own
+            size = min(MATCH_CHUNK, n - start)
+            pool = self.generator_.sample(calibration.pool * size, generator=torch_rng)
+            parts.append(calibration.select(pool, size, rng))
+        return np.concatenate(parts) if parts else self.generator_.sample(0, generator=torch_rng)
 
     def _audit_draw(self, train: pd.DataFrame, holdout: pd.DataFrame, stream: str = "sample"
                     ) -> tuple[pd.DataFrame, np.ndarray | None]:
