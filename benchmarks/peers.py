@@ -1,4 +1,4 @@
-"""Side-by-side benchmark of privsynth's DP-VAE against DP peers (MST and AIM, smartnoise-synth).
+"""Side-by-side benchmark of privsynth's DP backends against DP peers (smartnoise-synth MST, AIM).
 
 Every shared table with a target (``benchmarks/policies/<table>.yaml``, ``audit.target``) is split
 as in ``benchmarks/defaults_study.py`` (its ``_split``: one seeded permutation, first half held
@@ -15,8 +15,13 @@ Systems:
 * ``mst`` and ``aim``: smartnoise-synth 1.0.8 in its own virtual environment
   (``benchmarks/.peers/snsynth``, made by ``--setup-only`` or on first use), run in a subprocess
   on integer codes made from the policy's public facts only (see ``encode``);
+* ``privsynth-gan``: the same with the policy's generator block replaced by the GAN's defaults;
 * ``independent``: a NON-PRIVATE control, each column drawn independently from its exact
-  marginal on the training half.
+  marginal on the training half;
+* ``sdv-ctgan`` and ``sdv-tvae``: NON-PRIVATE references, SDV 1.x's CTGAN and TVAE at their
+  default settings (or ``--sdv-epochs``) in their own virtual environment
+  (``benchmarks/.peers/sdv``, torch 2.13.0 CPU installed first), on the training half with
+  numbers as numbers. ε does not apply to them: one run per table is enough.
 
     python benchmarks/peers.py --setup-only
     python benchmarks/peers.py --tables german_credit telecom_churn --json /tmp/peers.json
@@ -54,7 +59,10 @@ SN_VENV = PEERS / "snsynth"
 SN_PYTHON = SN_VENV / "bin" / "python"
 SN_PACKAGES = ["mbi>=1.1,<2", "Faker>=17", "disjoint-set>=0.9,<0.10", "smartnoise-sql>=1.0.10",
                "pandas", "numpy", "scipy", "networkx"]
-SYSTEMS = ["privsynth-vae", "privsynth-gan", "mst", "aim", "independent"]
+SYSTEMS = ["privsynth-vae", "privsynth-gan", "mst", "aim", "independent", "sdv-ctgan",
+           "sdv-tvae"]
+#: NON-PRIVATE references (no DP at all): SDV's CTGAN and TVAE at their default settings
+REFERENCE_SYSTEMS = {"sdv-ctgan", "sdv-tvae"}
 PEER_SYSTEMS = {"mst", "aim"}
 #: the audit's attacks for scoring (the full panel is not needed for these figures)
 ATTACKS = ["exact_copy", "dcr", "mia"]
@@ -116,6 +124,36 @@ out.to_csv(job["out"], index=False)
 json.dump({"fit_s": fit_s, "sample_s": time.perf_counter() - start - fit_s},
           open(job["out"] + ".json", "w"))
 '''
+
+
+#: the worker run inside the SDV venv: a NON-PRIVATE reference (metadata detected from the
+#: training half, default settings); reads the training half, writes the synthetic table
+SDV_WORKER = r'''
+import json, sys, time
+from importlib import metadata
+if sys.argv[1] == "--versions":
+    print(json.dumps({n: metadata.version(n) for n in ["sdv", "ctgan", "rdt", "torch"]}))
+    raise SystemExit(0)
+import pandas as pd
+from sdv.metadata import Metadata
+from sdv.single_table import CTGANSynthesizer, TVAESynthesizer
+job = json.loads(open(sys.argv[1]).read())
+data = pd.read_csv(job["train"], keep_default_na=True)
+for name in job["categorical"]:
+    data[name] = data[name].astype("string")
+meta = Metadata.detect_from_dataframe(data)
+for name in job["categorical"]:
+    meta.update_column(column_name=name, sdtype="categorical")
+cls = {"sdv-ctgan": CTGANSynthesizer, "sdv-tvae": TVAESynthesizer}[job["system"]]
+start = time.perf_counter()
+synth = cls(meta, **({"epochs": int(job["epochs"])} if job.get("epochs") else {}))
+synth.fit(data)
+fit_s = time.perf_counter() - start
+synth.sample(int(job["rows"])).to_csv(job["out"], index=False)
+json.dump({"fit_s": fit_s}, open(job["out"] + ".json", "w"))
+'''
+SDV_VENV = PEERS / "sdv"
+SDV_PYTHON = SDV_VENV / "bin" / "python"
 
 
 # ----------------------------------------------------------------------------- setup
@@ -328,6 +366,54 @@ def run_peer(system: str, table: str, train: pd.DataFrame, epsilon: float, timeo
     return decode(out, layout, spec, rng), timing["fit_s"], extra
 
 
+def setup_sdv() -> dict[str, str]:
+    """Create ``benchmarks/.peers/sdv`` (idempotent): torch 2.13.0 first (the CPU build this
+    machine installs from local disk), then SDV 1.x, whose CTGAN and TVAE are the non-private
+    references."""
+    if not SDV_PYTHON.exists():
+        _run([sys.executable, "-m", "venv", str(SDV_VENV)], timeout=600)
+        _run([str(SDV_PYTHON), "-m", "pip", "install", "-q", "torch==2.13.0"], timeout=1800)
+        _run([str(SDV_PYTHON), "-m", "pip", "install", "-q", "sdv==1.*"], timeout=1800)
+    done = _run([str(SDV_PYTHON), "-c", SDV_WORKER, "--versions"], timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"the SDV venv does not work: {done.stderr[-400:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_sdv(system: str, table: str, train: pd.DataFrame, timeout: float,
+            epochs: int | None) -> tuple[pd.DataFrame, float, dict]:
+    """NON-PRIVATE reference: SDV's CTGAN or TVAE on the training half, numbers as numbers
+    (by the policy's kinds), categories as text, missing cells as missing."""
+    spec = policy_spec(table)
+    frame, categorical = {}, []
+    for name, rule in spec["columns"].items():
+        if rule.get("rule") == "drop":
+            continue
+        raw = train[name].astype(str).str.strip().replace("", np.nan)
+        if rule.get("kind") in ("numeric", "integer"):
+            frame[name] = pd.to_numeric(raw, errors="coerce")
+        else:
+            frame[name] = raw
+            categorical.append(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        job = {"system": system, "train": str(Path(tmp) / "train.csv"),
+               "out": str(Path(tmp) / "synthetic.csv"), "rows": len(train),
+               "categorical": categorical, "epochs": epochs}
+        pd.DataFrame(frame).to_csv(job["train"], index=False)
+        (Path(tmp) / "job.json").write_text(json.dumps(job))
+        done = subprocess.run([str(SDV_PYTHON), "-c", SDV_WORKER, str(Path(tmp) / "job.json")],
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-400:])
+        out = pd.read_csv(job["out"], dtype=str, keep_default_na=False)
+        fit_s = json.loads(Path(job["out"] + ".json").read_text())["fit_s"]
+    for name, rule in spec["columns"].items():  # whole numbers back to integer text
+        if rule.get("kind") == "integer" and name in out.columns:
+            values = pd.to_numeric(out[name], errors="coerce").round()
+            out[name] = [("" if math.isnan(v) else str(int(v))) for v in values]
+    return out, fit_s, {"epochs": epochs or "default"}
+
+
 def run_independent(table: str, train: pd.DataFrame, rng: np.random.Generator
                     ) -> tuple[pd.DataFrame, float, dict]:
     """NON-PRIVATE control: each column drawn independently from its exact training marginal
@@ -387,6 +473,9 @@ def one_run(system: str, table: str, epsilon: float, seed: int, args: argparse.N
         elif system in PEER_SYSTEMS:
             synthetic, fit_s, extra = run_peer(system, table, train, epsilon, args.timeout,
                                                args.aim_rounds, rng)
+        elif system in REFERENCE_SYSTEMS:
+            synthetic, fit_s, extra = run_sdv(system, table, train, args.timeout,
+                                              args.sdv_epochs)
         elif system == "independent":
             synthetic, fit_s, extra = run_independent(table, train, rng)
         else:
@@ -538,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per peer fit (MST/AIM) before it is recorded as timeout")
     parser.add_argument("--aim-rounds", type=int, default=None,
                         help="AIM's rounds T (default: AIM's own 16 × columns)")
+    parser.add_argument("--sdv-epochs", type=int, default=None,
+                        help="epochs for SDV's CTGAN/TVAE (default: SDV's own, 300)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--resume", type=Path,
                         help="a previous --json file: its runs are kept, not run again")
@@ -546,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     versions = setup_peers() if (args.setup_only or PEER_SYSTEMS & set(args.systems)) else {}
+    if REFERENCE_SYSTEMS & set(args.systems):
+        versions.update({f"sdv-venv {k}": v for k, v in setup_sdv().items()})
     print("peer versions:", json.dumps(versions), flush=True)
     if args.setup_only:
         return 0

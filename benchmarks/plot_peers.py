@@ -23,7 +23,9 @@ import numpy as np  # noqa: E402
 
 COLOURS = {"privsynth-vae": "tab:blue", "privsynth-gan": "tab:cyan", "mst": "tab:orange",
            "aim": "tab:green", "dpctgan": "tab:purple", "patectgan": "tab:brown",
-           "independent": "tab:grey"}
+           "independent": "tab:grey", "sdv-ctgan": "tab:red", "sdv-tvae": "tab:pink"}
+#: NON-PRIVATE references: ε does not apply, drawn as a horizontal line at their mean
+REFERENCES = ("sdv-ctgan", "sdv-tvae")
 
 
 def collect(rows: list[dict]) -> tuple[dict, dict, dict]:
@@ -54,6 +56,11 @@ def plot(result: dict, out: Path) -> None:
             points = tstr.get((table, system))
             if not points:
                 continue
+            if system in REFERENCES:
+                values = [v for vals in points.values() for v in vals]
+                ax.axhline(np.mean(values), color=COLOURS.get(system), linestyle="-.",
+                           linewidth=1, label=f"{system} (not DP)")
+                continue
             eps = sorted(points)
             x = np.array(eps) * (1 + 0.06 * (k - (len(systems) - 1) / 2))
             mean = [np.mean(points[e]) for e in eps]
@@ -73,7 +80,11 @@ def plot(result: dict, out: Path) -> None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(tables):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend: dict = {}
+    for ax in axes.flat:  # every system that appears in some panel, once
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, loc="lower right", fontsize=8)
     fig.suptitle("TSTR on the real holdout, mean and range over seeds", fontsize=10)
     fig.tight_layout()
