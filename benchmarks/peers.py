@@ -455,6 +455,7 @@ def score(train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.DataFrame, p
     dcr = [r.value for r in result.risks if r.name == "dcr_share"]
     return {"metric": metric, "tstr": (tstr.get("synthetic") or {}).get(metric),
             "real": real.get(metric), "tvd": util.get("marginal_tvd_mean"),
+            "association_difference": util.get("association_difference_mean"),
             "mia_auc": max(mia) if mia else None, "dcr_share": dcr[0] if dcr else None,
             "audit_errors": [e.attack for e in result.errors]}
 
