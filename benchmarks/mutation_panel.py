@@ -373,8 +373,8 @@ MUTANTS: list[Mutant] = [
       f"{T_PIPE}::test_a_copying_synthesizer_is_blocked_and_writes_nothing_public", ci=False),
     m("synth-save-keeps-rows", "release", "Synthesizer.save writes the training rows it keeps "
       "for the audit beside the DP model", SYNTH,
-      '"policy_digest": self.policy.digest()}',
-      '"policy_digest": self.policy.digest(), "rows": self._train.to_dict("list")}',
+      '"policy_digest": self.policy.digest(),',
+      '"policy_digest": self.policy.digest(), "rows": self._train.to_dict("list"),',
       f"{T_SYNTH}::test_save_load_round_trip_holds_no_training_value"),
     m("synth-release-twice", "release", "one fitted model may be gated again and again (retry "
       "until a lucky audit passes)", SYNTH,
