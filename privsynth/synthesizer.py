@@ -212,7 +212,7 @@ class Synthesizer:
             size = min(MATCH_CHUNK, n - start)
             pool = self.generator_.sample(calibration.pool * size, generator=torch_rng)
             parts.append(calibration.select(pool, size, rng))
-        return np.concatenate(parts) if parts else self.generator_.sample(0, generator=torch_rng)
+        return np.concatenate(parts)  # n >= 1: sample() checked it
 
     def _audit_draw(self, train: pd.DataFrame, holdout: pd.DataFrame, stream: str = "sample"
                     ) -> tuple[pd.DataFrame, np.ndarray | None]:

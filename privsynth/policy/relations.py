@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from privsynth.data.cells import category_text
 from privsynth.data.schema import TableSchema
 
 
@@ -163,8 +164,8 @@ class MissingUnless(_Frozen):
         if kind in ("numeric", "integer"):
             numbers = pd.to_numeric(frame[self.when], errors="coerce")
             return numbers.isin([float(v) for v in self.values]).to_numpy(dtype=bool)
-        allowed = {_text(v) for v in self.values}
-        return np.array([v is not None and v == v and _text(v) in allowed
+        allowed = {category_text(v) for v in self.values}
+        return np.array([v is not None and v == v and category_text(v) in allowed
                          for v in frame[self.when]], dtype=bool)
 
 
@@ -183,14 +184,6 @@ Relation = Annotated[
                                        "'missing_unless:'"),
 ]
 
-
-def _text(value: object) -> str:
-    """A category as the policy writes it: booleans lower-case, 1.0 as 1."""
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _linear_text(offset: float, scales: list[float], sources: list[str]) -> str:
