@@ -333,10 +333,13 @@ REFUSE_NOISE_RATIO = 3.0
 def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]:
     gen = policy.generator
     share = policy.privacy.encoding_share
-    marginals = resolve_share(policy.privacy.marginals_share, epsilon=policy.privacy.epsilon,
-                              n_public=n_train, columns=len(_widths(policy, n_train, tau)),
-                              unit=policy.privacy.unit)
-    eps_train = policy.privacy.epsilon * (1.0 - share - marginals)
+    columns = len(_widths(policy, n_train, tau))
+
+    def marginals_at(epsilon: float) -> float:  # `auto` resolves per ε, as at fit
+        return resolve_share(policy.privacy.marginals_share, epsilon=epsilon, n_public=n_train,
+                             columns=columns, unit=policy.privacy.unit)
+
+    eps_train = policy.privacy.epsilon * (1.0 - share - marginals_at(policy.privacy.epsilon))
     _, delta_count = count_encoding_mechanisms(policy)
     delta_train = policy.privacy.delta * ((1.0 - share) if delta_count else 1.0)
     schedule = gen.schedule(n_train)  # `auto` resolved as at fit, from the public count
@@ -372,7 +375,7 @@ def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]
         out.append(Finding("warn", "dpsgd_noise", f"{msg}: expect poor fidelity. Fix: {fix}"))
 
     def ratio_at(epsilon: float) -> float:  # r at another ε, the same schedule and model
-        return _sigma(epsilon * (1.0 - share - marginals), delta_train, q, steps,
+        return _sigma(epsilon * (1.0 - share - marginals_at(epsilon)), delta_train, q, steps,
                       policy.privacy.accountant) * per_sigma
 
     out += _target_rule(policy, ratio, ratio_at)
