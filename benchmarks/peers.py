@@ -43,6 +43,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,8 +60,12 @@ SN_VENV = PEERS / "snsynth"
 SN_PYTHON = SN_VENV / "bin" / "python"
 SN_PACKAGES = ["mbi>=1.1,<2", "Faker>=17", "disjoint-set>=0.9,<0.10", "smartnoise-sql>=1.0.10",
                "pandas", "numpy", "scipy", "networkx"]
-SYSTEMS = ["privsynth-vae", "privsynth-gan", "mst", "aim", "independent", "sdv-ctgan",
-           "sdv-tvae"]
+SYSTEMS = ["privsynth-vae", "privsynth-tuned", "privsynth-gan", "mst", "aim", "independent",
+           "sdv-ctgan", "sdv-tvae"]
+#: ``privsynth-tuned``: the VAE with accounted tuning (random stopping, E[K] = 3, η = 0) over
+#: the widths the width study found best on different tables (docs/defaults_study.md)
+TUNING = {"candidates": [{"hidden": [16]}, {"hidden": [32]}, {"hidden": [64]}],
+          "expected_runs": 3, "eta": 0, "score_share": 0.1}
 #: NON-PRIVATE references (no DP at all): SDV's CTGAN and TVAE at their default settings
 REFERENCE_SYSTEMS = {"sdv-ctgan", "sdv-tvae"}
 PEER_SYSTEMS = {"mst", "aim"}
@@ -121,7 +126,9 @@ out = synth.sample(int(job["rows"]))
 out = pd.DataFrame(out, columns=codes.columns) if not isinstance(out, pd.DataFrame) else out
 out.columns = codes.columns
 out.to_csv(job["out"], index=False)
-json.dump({"fit_s": fit_s, "sample_s": time.perf_counter() - start - fit_s},
+import resource
+json.dump({"fit_s": fit_s, "sample_s": time.perf_counter() - start - fit_s,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
           open(job["out"] + ".json", "w"))
 '''
 
@@ -150,7 +157,9 @@ synth = cls(meta, **({"epochs": int(job["epochs"])} if job.get("epochs") else {}
 synth.fit(data)
 fit_s = time.perf_counter() - start
 synth.sample(int(job["rows"])).to_csv(job["out"], index=False)
-json.dump({"fit_s": fit_s}, open(job["out"] + ".json", "w"))
+import resource
+json.dump({"fit_s": fit_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+           / 1024}, open(job["out"] + ".json", "w"))
 '''
 SDV_VENV = PEERS / "sdv"
 SDV_PYTHON = SDV_VENV / "bin" / "python"
@@ -305,6 +314,34 @@ def decode(codes: pd.DataFrame, layout: dict, spec: dict, rng: np.random.Generat
 
 
 # ----------------------------------------------------------------------------- systems
+class PeakRss:
+    """Peak resident memory of this process while the block runs (MiB), polled every 20 ms
+    from ``/proc/self/statm``: privsynth fits in the benchmark's own process, so the kernel's
+    lifetime peak (``ru_maxrss``) would carry earlier runs. Includes the interpreter and its
+    imports, as the peers' workers' ``ru_maxrss`` does."""
+
+    def __enter__(self) -> PeakRss:
+        self.mb, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        while True:
+            try:
+                rss = int(Path("/proc/self/statm").read_text().split()[1]) * page_mb
+            except (OSError, ValueError, IndexError):
+                return
+            self.mb = max(self.mb, rss)
+            if self._stop.wait(0.02):
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_privsynth(table: str, train: pd.DataFrame, epsilon: float, backend: str = "vae"
                   ) -> tuple[pd.DataFrame, float, dict]:
     """privsynth through its public API: the reviewed policy at ε, epochs and batch size
@@ -318,22 +355,31 @@ def run_privsynth(table: str, train: pd.DataFrame, epsilon: float, backend: str 
     spec.pop("seed", None)
     spec["generator"].pop("epochs", None)
     spec["generator"].pop("batch_size", None)
-    if backend != "vae":
+    if backend == "tuned":
+        spec["generator"]["tuning"] = TUNING
+    elif backend != "vae":
         spec["generator"] = {"backend": backend, "device": spec["generator"].get("device", "cpu")}
     # scored by the shared scorer, not by the release's own utility floor: pre-flight's
     # target_unlearnable refusal (which protects a user's budget) does not apply to a comparison
     spec["audit"].setdefault("utility", {})["tstr"] = False
     policy = parse_policy(yaml.safe_dump(spec, sort_keys=False), f"{table}-peers-{backend}")
-    with scratch_ledger(policy, train, officer="peers") as ledger:
+    with scratch_ledger(policy, train, officer="peers") as ledger, PeakRss() as peak:
         start = time.perf_counter()
         model = ps.Synthesizer(policy, ledger=ledger).fit(train)
         fit_s = time.perf_counter() - start
         synthetic = model.sample(len(train))
     plan = next((c for c in model.charges_ if c.get("mechanism") == "dp_sgd"), {})
     params = plan.get("params") or {}
+    tuned = next((c["params"] for c in model.charges_ if c.get("mechanism") == "dp_sgd_tuned"),
+                 None)
+    if tuned:  # the kept candidate's plan (its index is public; the number of runs is not)
+        sigma, _, steps = tuned["runs"][tuned["selected"]]
+        params = {"sigma": sigma, "steps": steps, "selected": tuned["selected"]}
     marginals = sum(c["epsilon"] for c in model.charges_ if c.get("stage") == "marginals")
     return synthetic, fit_s, {"steps": params.get("steps"), "sigma": params.get("sigma"),
-                              "marginals_epsilon": round(marginals, 6)}
+                              **({"selected": params["selected"]} if tuned else {}),
+                              "marginals_epsilon": round(marginals, 6),
+                              "peak_rss_mb": round(peak.mb)}
 
 
 def run_peer(system: str, table: str, train: pd.DataFrame, epsilon: float, timeout: float,
@@ -360,7 +406,8 @@ def run_peer(system: str, table: str, train: pd.DataFrame, epsilon: float, timeo
         out = pd.read_csv(job["out"])
         timing = json.loads(Path(job["out"] + ".json").read_text())
     extra = {"delta": delta, "cards": int(sum(job["cards"])),
-             "sample_s": round(timing["sample_s"], 1)}
+             "sample_s": round(timing["sample_s"], 1),
+             "peak_rss_mb": round(timing["peak_rss_mb"])}
     if system == "aim":
         extra["rounds"] = aim_rounds or 16 * len(codes.columns)
     return decode(out, layout, spec, rng), timing["fit_s"], extra
@@ -406,12 +453,13 @@ def run_sdv(system: str, table: str, train: pd.DataFrame, timeout: float,
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-400:])
         out = pd.read_csv(job["out"], dtype=str, keep_default_na=False)
-        fit_s = json.loads(Path(job["out"] + ".json").read_text())["fit_s"]
+        timing = json.loads(Path(job["out"] + ".json").read_text())
     for name, rule in spec["columns"].items():  # whole numbers back to integer text
         if rule.get("kind") == "integer" and name in out.columns:
             values = pd.to_numeric(out[name], errors="coerce").round()
             out[name] = [("" if math.isnan(v) else str(int(v))) for v in values]
-    return out, fit_s, {"epochs": epochs or "default"}
+    return out, timing["fit_s"], {"epochs": epochs or "default",
+                                  "peak_rss_mb": round(timing["peak_rss_mb"])}
 
 
 def run_independent(table: str, train: pd.DataFrame, rng: np.random.Generator
@@ -455,6 +503,7 @@ def score(train: pd.DataFrame, holdout: pd.DataFrame, synthetic: pd.DataFrame, p
     dcr = [r.value for r in result.risks if r.name == "dcr_share"]
     return {"metric": metric, "tstr": (tstr.get("synthetic") or {}).get(metric),
             "real": real.get(metric), "tvd": util.get("marginal_tvd_mean"),
+            "tvd_2way": util.get("pairwise_tvd_mean"),
             "association_difference": util.get("association_difference_mean"),
             "mia_auc": max(mia) if mia else None, "dcr_share": dcr[0] if dcr else None,
             "audit_errors": [e.attack for e in result.errors]}
@@ -576,9 +625,22 @@ def verdict_table(rows: list[dict], tables: list[str], epsilons: list[float]) ->
     return "\n".join(out)
 
 
-def fit_table(rows: list[dict], systems: list[str], tables: list[str],
-              epsilons: list[float]) -> str:
-    out = ["\n### Fit seconds (mean over seeds; peers: fit inside the worker)\n",
+#: the per-figure tables printed after TSTR: (row key, title, digits)
+FIGURE_TABLES = [
+    ("tvd", "1-way TVD (mean over columns; 20 bins per number)", 3),
+    ("tvd_2way", "2-way TVD (mean over column pairs; 10 bins per number)", 3),
+    ("association_difference", "Association difference (mean over column pairs)", 3),
+    ("fit_s", "Fit seconds (mean over seeds; peers: fit inside the worker)", 1),
+    ("peak_rss_mb", "Peak memory, MiB (the fitting process's resident peak, fit and sample)",
+     0),
+]
+
+
+def metric_table(rows: list[dict], systems: list[str], tables: list[str],
+                 epsilons: list[float], key: str, title: str, digits: int = 1) -> str:
+    """One figure (``key`` of each run) per table, ε and system, as the mean over seeds; a
+    system with no successful run shows its failure status."""
+    out = [f"\n### {title}\n",
            "| table | ε | " + " | ".join(systems) + " |", "|---|---|" + "---|" * len(systems)]
     for table in tables:
         for eps in epsilons:
@@ -588,9 +650,9 @@ def fit_table(rows: list[dict], systems: list[str], tables: list[str],
             cells = []
             for s in systems:
                 runs = [r for r in part if r["system"] == s]
-                val = _mean([r.get("fit_s") for r in runs if r["status"] == "ok"])
+                val = _mean([r.get(key) for r in runs if r["status"] == "ok"])
                 bad = sorted({r["status"] for r in runs if r["status"] != "ok"})
-                cells.append(_fmt(val, 1) if val is not None else "/".join(bad) or "-")
+                cells.append(_fmt(val, digits) if val is not None else "/".join(bad) or "-")
             out.append(f"| {table} | {eps:g} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -673,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
           f"peers: {json.dumps(versions)}; repo {ROOT.name}")
     print(tstr_tables(rows, systems, tables, epsilons))
     print(verdict_table(rows, tables, epsilons))
-    print(fit_table(rows, systems, tables, epsilons))
+    for key, title, digits in FIGURE_TABLES:
+        print(metric_table(rows, systems, tables, epsilons, key, title, digits))
     print(detail_table(rows))
     return 0
 

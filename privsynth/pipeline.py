@@ -36,8 +36,9 @@ from privsynth.errors import DataError, LedgerError, PreflightRefused
 from privsynth.gate import GateDecision
 from privsynth.generators.dp_sgd import DPSGDConfig, resolve_device
 from privsynth.generators.registry import make_generator
+from privsynth.generators.tuning import TuningScore, fit_tuned
 from privsynth.policy.identifiers import kind_by_name, pseudonymize
-from privsynth.policy.model import Policy
+from privsynth.policy.model import GeneratorPolicy, Policy
 from privsynth.preflight import preflight, refusals
 from privsynth.privacy.events import PrivacySpend
 from privsynth.privacy.ledger import Ledger, Reservation, default_ledger_location
@@ -211,13 +212,24 @@ def dp_claim(spend: PrivacySpend, policy: Policy, seed_mode: str = "os-entropy")
     (unless the policy waives the claim; a dev run is blocked regardless).
     """
     charges = spend.charges
-    trained = any(c.mechanism == "dp_sgd" and c.params.get("sigma", 0) > 0
-                  and c.params.get("row_count") == "dp" for c in charges)
+    trained = any(_trained_under_dp(c) for c in charges)
     counted = any(c.mechanism == "noisy_count" for c in charges)
     finite = all(0 <= c.epsilon < float("inf") and 0 <= c.delta < 1 for c in charges)
     within = (spend.epsilon <= policy.privacy.epsilon + 1e-9
               and spend.delta <= policy.privacy.delta * (1 + 1e-9))
     return seed_mode == "os-entropy" and trained and counted and finite and within
+
+
+def _trained_under_dp(charge) -> bool:  # noqa: ANN001 - a Charge
+    """A DP-SGD charge (plain or tuned) with positive noise, planned from the DP row count."""
+    if charge.params.get("row_count") != "dp":
+        return False
+    if charge.mechanism == "dp_sgd":
+        return charge.params.get("sigma", 0) > 0
+    if charge.mechanism == "dp_sgd_tuned":
+        runs = charge.params.get("runs") or []
+        return bool(runs) and all(run[0] > 0 for run in runs)
+    return False
 
 
 def _reserve(book: Ledger, population: str, policy: Policy, release_id: str) -> Reservation:
@@ -304,6 +316,7 @@ def _fit(train: pd.DataFrame, n_public: int, policy: Policy, budget: EncodingBud
     calibration = _measure_marginals(codes, encoder, n_public, policy, spend, rng)
     g = policy.generator
     schedule = g.schedule(n_public)  # `auto` resolved from N̂ (public): no read of the data
+    score = _measure_score(codes, encoder, n_public, policy, spend, rng)
     config = DPSGDConfig(
         epsilon=policy.privacy.epsilon - spend.epsilon,
         delta=policy.privacy.delta - spend.delta,
@@ -312,13 +325,49 @@ def _fit(train: pd.DataFrame, n_public: int, policy: Policy, budget: EncodingBud
         learning_rate=g.learning_rate, accountant=policy.privacy.accountant,
         max_physical_batch=g.max_physical_batch, public_rows=n_public)
     person = policy.privacy.person if policy.privacy.unit == "person" else None
-    generator = make_generator(g, person=person, column_weights=_column_weights(encoder, policy))
-    generator.fit(codes, encoder.widths, config,
-                  generator=rng.torch("training", target), device=target, progress=progress,
-                  noise=rng.noise("training"))
+    if g.tuning is not None:
+        generator = _fit_tuned(codes, encoder, policy, config, score, rng, target, progress)
+    else:
+        generator = make_generator(g, person=person,
+                                   column_weights=_column_weights(encoder, policy))
+        generator.fit(codes, encoder.widths, config,
+                      generator=rng.torch("training", target), device=target,
+                      progress=progress, noise=rng.noise("training"))
     for charge in generator.charges_:
         spend.add(charge)
     return encoder, generator, calibration
+
+
+def _measure_score(codes, encoder: TableEncoder | PersonEncoder, n_public: int,
+                   policy: Policy, spend: PrivacySpend, rng: RandomSource
+                   ) -> TuningScore | None:
+    """The DP tables accounted tuning scores its runs on (``generator.tuning.score_share`` of
+    ε, before DP-SGD); None when tuning is off."""
+    tuning = policy.generator.tuning
+    if tuning is None:
+        return None
+    names = encoder.modelled_names
+    target = names.index(policy.audit.target) if policy.audit.target in names else None
+    encoders = [encoder.encoders[i] for i in encoder.modelled]
+    return TuningScore.measure(codes, encoders, names, target, n_public,
+                               tuning.score_share * policy.privacy.epsilon, spend,
+                               rng.noise("tuning"))
+
+
+def _fit_tuned(codes, encoder: TableEncoder, policy: Policy, config: DPSGDConfig,
+               score: TuningScore, rng: RandomSource, target: torch.device,
+               progress: ProgressFn | None):
+    """Random stopping over the policy's candidates (privsynth.generators.tuning): the kept
+    generator carries the one ``dp_sgd_tuned`` charge."""
+    uniforms = rng.numpy("tuning")
+    fitted = fit_tuned(codes, encoder.widths, policy.generator, config, score,
+                       lambda candidate: make_generator(
+                           candidate, column_weights=_column_weights(encoder, policy, candidate)),
+                       uniform=lambda: float(uniforms.random()),
+                       generator=rng.torch("training", target), device=target,
+                       progress=progress, noise=rng.noise("training"))
+    log.info("accounted tuning kept candidate %d", fitted.selected)
+    return fitted.generator
 
 
 def _measure_marginals(codes, encoder: TableEncoder | PersonEncoder, n_public: int,
@@ -337,7 +386,8 @@ def _measure_marginals(codes, encoder: TableEncoder | PersonEncoder, n_public: i
                                        rng.noise("marginals"))
 
 
-def _column_weights(encoder: TableEncoder | PersonEncoder, policy: Policy
+def _column_weights(encoder: TableEncoder | PersonEncoder, policy: Policy,
+                    generator: GeneratorPolicy | None = None
                     ) -> list[float] | tuple[list[float], list[float]] | None:
     """The reconstruction weight of each encoded column: ``generator.target_weight`` on the
     policy's ``audit.target`` (a public choice), 1 elsewhere; None when all are 1 or the
@@ -350,7 +400,7 @@ def _column_weights(encoder: TableEncoder | PersonEncoder, policy: Policy
     base = encoder.base if isinstance(encoder, PersonEncoder) else encoder
     names = base.modelled_names  # a derived target is computed, not modelled: nothing to weigh
     target = policy.audit.target
-    weight = policy.generator.applied_target_weight(target, names)
+    weight = (generator or policy.generator).applied_target_weight(target, names)
     if weight == 1.0:
         return None
 

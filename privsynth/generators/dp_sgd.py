@@ -56,6 +56,9 @@ class DPSGDConfig:
     accountant: str = "prv"
     max_physical_batch: int | None = None
     public_rows: int | None = None
+    # Set by accounted tuning (privsynth.generators.tuning), which calibrates every candidate's
+    # noise for the whole random-stopping run: the plan takes it instead of calibrating to ε.
+    noise_multiplier: float | None = None
 
     def plan_rows(self, n_rows: int) -> int:
         """The row count the DP-SGD plan is made for: N̂ when given, else ``n_rows``."""
@@ -88,11 +91,9 @@ class DPSGDPlan:
     def calibrate(cls, config: DPSGDConfig, n_rows: int) -> DPSGDPlan:
         """Choose q and steps from the config and the public count ``n_rows``, then the smallest
         sigma meeting the config's epsilon. Raises PrivacyError when no sigma does."""
-        if n_rows < 2:
-            raise PrivacyError("DP-SGD needs at least 2 training rows (by the DP row count)")
-        rate = min(1.0, config.expected_batch_size / n_rows)
-        q = dyadic_rate(rate)
-        steps = max(1, math.ceil(config.epochs / rate - 1e-9))
+        q, steps = cls.shape(config, n_rows)
+        if config.noise_multiplier is not None:
+            return cls(n_rows, q, steps, float(config.noise_multiplier))
         try:
             sigma = calibrate_sigma(epsilon=config.epsilon, delta=config.delta, q=q,
                                     steps=steps, accountant=config.accountant)
@@ -103,6 +104,15 @@ class DPSGDPlan:
                 "raise privacy.epsilon or lower generator.epochs"
             ) from None
         return cls(n_rows, q, steps, sigma)
+
+    @staticmethod
+    def shape(config: DPSGDConfig, n_rows: int) -> tuple[float, int]:
+        """(q, steps) for the config at ``n_rows`` public rows: q = E[B]/N̂ rounded down to a
+        multiple of 2⁻³², steps = ceil(epochs / rate)."""
+        if n_rows < 2:
+            raise PrivacyError("DP-SGD needs at least 2 training rows (by the DP row count)")
+        rate = min(1.0, config.expected_batch_size / n_rows)
+        return dyadic_rate(rate), max(1, math.ceil(config.epochs / rate - 1e-9))
 
     @property
     def expected_batch_size(self) -> int:

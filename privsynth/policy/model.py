@@ -284,6 +284,40 @@ BACKEND_DEFAULTS: dict[str, dict[str, float | str]] = {
 }
 
 
+class TuningCandidate(_Frozen):
+    """One configuration accounted tuning may pick: generator fields it overrides (the rest
+    are the generator block's own)."""
+
+    epochs: Annotated[float, Field(gt=0, le=1000)] | Literal["auto"] | None = None
+    batch_size: Annotated[int, Field(ge=8)] | Literal["auto"] | None = None
+    learning_rate: Annotated[float, Field(gt=0)] | None = None
+    max_grad_norm: Annotated[float, Field(gt=0)] | None = None
+    hidden: list[Annotated[int, Field(ge=4)]] | None = None
+    latent_dim: Annotated[int, Field(ge=2)] | None = None
+    kl_weight: Annotated[float, Field(gt=0, le=10)] | None = None
+    target_weight: Annotated[float, Field(ge=1, le=1000)] | Literal["auto"] | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields this candidate sets."""
+        return self.model_dump(exclude_none=True)
+
+
+class TuningPolicy(_Frozen):
+    """Accounted tuning (``privsynth.generators.tuning``): private selection by random stopping
+    (Papernot & Steinke 2022) over ``candidates``, its whole cost charged to the release's ε.
+
+    ``expected_runs``: E[K], the mean number of trainings (K itself is random and secret);
+    ``eta``: the truncated negative binomial's shape (0: logarithmic, 1: geometric; smaller is
+    cheaper in ε and heavier-tailed in runs); ``score_share``: the share of ε spent on the DP
+    tables that score each run (target × column counts, or one-way counts without a target).
+    """
+
+    candidates: Annotated[list[TuningCandidate], Field(min_length=2, max_length=16)]
+    expected_runs: Annotated[float, Field(gt=1, le=20)] = 3.0
+    eta: Annotated[float, Field(gt=-1, le=10)] = 0.0
+    score_share: Annotated[float, Field(gt=0, lt=0.5)] = 0.1
+
+
 class GeneratorPolicy(_Frozen):
     """Which generator, and its DP-SGD settings. ``batch_size`` is the *expected* Poisson batch.
 
@@ -310,6 +344,8 @@ class GeneratorPolicy(_Frozen):
     # Largest number of rows run through the model at once; a larger Poisson batch is split
     # into chunks whose clipped gradients are summed before the noise (memory, not privacy).
     max_physical_batch: Annotated[int, Field(ge=1)] | None = None
+    # Off by default: accounted tuning over a small grid (TuningPolicy).
+    tuning: TuningPolicy | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -319,6 +355,20 @@ class GeneratorPolicy(_Frozen):
             defaults = BACKEND_DEFAULTS.get(backend, BACKEND_DEFAULTS["vae"])
             data = {**defaults, **data}
         return data
+
+    @model_validator(mode="after")
+    def _tuning_backend(self) -> GeneratorPolicy:
+        if self.tuning is not None and self.backend != "vae":
+            raise ValueError("generator.tuning is built for the VAE backend; remove it or set "
+                             "backend: vae")
+        return self
+
+    def candidate(self, index: int) -> GeneratorPolicy:
+        """This generator block with tuning candidate ``index``'s fields applied (no tuning)."""
+        assert self.tuning is not None
+        fields = {**self.model_dump(exclude={"tuning"}),
+                  **self.tuning.candidates[index].overrides()}
+        return GeneratorPolicy(**fields)
 
     def applied_target_weight(self, target: str | None, modelled: list[str]) -> float:
         """The weight ``target`` gets in the VAE's loss over the ``modelled`` columns (public
@@ -603,7 +653,22 @@ class Policy(_Frozen):
             raise ValueError("every kept column is derived by a relation: at least one must be "
                              "modelled")
         self._check_person(modelled)
+        self._check_tuning()
         return self
+
+    def _check_tuning(self) -> None:
+        tuning = self.generator.tuning
+        if tuning is None:
+            return
+        if self.privacy.unit != "row":
+            raise ValueError("generator.tuning runs at row level; remove it under 'unit: person'")
+        marginals = self.privacy.marginals_share
+        taken = (self.privacy.encoding_share + tuning.score_share
+                 + (marginals if marginals != "auto" else 0.0))
+        if taken >= 0.9:
+            raise ValueError("privacy.encoding_share + privacy.marginals_share + "
+                             "generator.tuning.score_share must leave DP-SGD at least 0.1 of "
+                             "epsilon; lower one of them")
 
     def _check_person(self, modelled: set[str]) -> None:
         person = self.privacy.person
@@ -659,6 +724,8 @@ class Policy(_Frozen):
             body["privacy"].pop("marginals_share")  # and those before one-way marginals
         if body["privacy"].get("person") is None:
             body["privacy"].pop("person", None)  # and row-level ones before person units
+        if body["generator"].get("tuning") is None:
+            body["generator"].pop("tuning", None)  # and those before accounted tuning
         if body["dataset"].get("persons") is None:
             body["dataset"].pop("persons", None)
         for rule in body["columns"].values():  # and columns before decimals

@@ -219,6 +219,8 @@ def charge_cost(mechanism: str, params: dict[str, Any], delta: float) -> tuple[f
       reaches the recorded threshold (discrete: p^{τ-1}/(1+p); continuous: e^{-(τ-1)/scale}/2).
     * ``dp_sgd``: ε from the recorded accountant at (sigma, q, steps) for the recorded
       ``delta``, which is returned as δ.
+    * ``dp_sgd_tuned``: ε of random stopping over the recorded ``runs`` (sigma, q, steps each)
+      at the recorded η and γ (:mod:`privsynth.privacy.random_stopping`), δ as for dp_sgd.
 
     Unknown mechanisms, noise kinds or missing parameters raise :class:`PrivacyError`.
     """
@@ -229,6 +231,13 @@ def charge_cost(mechanism: str, params: dict[str, Any], delta: float) -> tuple[f
             eps = dpsgd_epsilon(sigma=float(params["sigma"]), q=float(params["q"]),
                                 steps=int(params["steps"]), delta=float(delta),
                                 accountant=str(params["accountant"]))
+            return float(eps), float(delta)
+        if mechanism == "dp_sgd_tuned":
+            from privsynth.privacy.random_stopping import tuned_epsilon  # noqa: PLC0415
+
+            runs = [(float(s), float(q), int(k)) for s, q, k in params["runs"]]
+            eps = tuned_epsilon(runs, float(params["eta"]), float(params["gamma"]),
+                                float(delta))
             return float(eps), float(delta)
         if mechanism not in (*LAPLACE_FAMILY, "threshold_domain"):
             raise PrivacyError(f"cannot recompute the cost of unknown mechanism {mechanism!r}")

@@ -132,6 +132,29 @@ def _marginals(spend: PrivacySpend) -> dict[str, Any]:
                    "those shares (post-processing)" if charges else None}
 
 
+def _tuning(spend: PrivacySpend, policy: Policy) -> dict[str, Any]:
+    """Whether accounted tuning chose the generator, among which candidates, which one it kept
+    and what it cost (the ``dp_sgd_tuned`` charge and the ``tuning`` stage's score tables;
+    privsynth.generators.tuning). The number of runs is never stated: the bound needs it
+    secret."""
+    tuned = [c for c in spend.charges if c.mechanism == "dp_sgd_tuned"]
+    tuning = policy.generator.tuning
+    if not tuned or tuning is None:
+        return {"tuned": False}
+    scored = [c for c in spend.charges if c.stage == "tuning"]
+    return {"tuned": True,
+            "method": "private selection by random stopping (Papernot & Steinke 2022, "
+                      "Theorem 2), accounted in RDP over every candidate",
+            "candidates": [c.overrides() for c in tuning.candidates],
+            "selected": int(tuned[0].params["selected"]),
+            "expected_runs": float(tuning.expected_runs), "eta": float(tuning.eta),
+            "training_epsilon": float(tuned[0].epsilon),
+            "score": "mean total-variation distance of each run's sample to DP counts of "
+                     + ("the target crossed with each column" if policy.audit.target
+                        else "each column"),
+            "score_epsilon": float(sum(c.epsilon for c in scored))}
+
+
 def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
                    schema: TableSchema, synthetic_rows: int, seed_mode: str,
                    column_actions: dict[str, str],
@@ -156,6 +179,7 @@ def build_manifest(*, release_id: str, policy: Policy, spend: PrivacySpend,
         **({"relations": [r.describe() for r in policy.relations]} if policy.relations else {}),
         "generator": _generator_settings(policy, schema),
         "one_way_marginals": _marginals(spend),
+        "tuning": _tuning(spend, policy),
         "versions": versions(),
     }
 

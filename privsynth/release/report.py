@@ -643,6 +643,7 @@ def _not_applicable(items: list[dict]) -> str:
 
 _MECHANISMS = {
     "dp_sgd": "DP-SGD (Opacus)",
+    "dp_sgd_tuned": "DP-SGD, tuned by random stopping (Papernot & Steinke 2022)",
     "laplace_histogram": "Laplace histogram",
     "laplace_category_counts": "Laplace category counts",
     "threshold_domain": "Laplace threshold (category discovery)",
@@ -951,7 +952,7 @@ def _hazards(report: dict) -> list[dict]:
     out.append({"hazard": "secure noise for counts and histograms",
                 "status": "checked" if "exact" in counts or "discrete" in counts
                 else "not recorded", "evidence": counts or "no record in the manifest"})
-    sgd = [c for c in charges if c.get("mechanism") == "dp_sgd"]
+    sgd = [c for c in charges if c.get("mechanism") in ("dp_sgd", "dp_sgd_tuned")]
     if sgd:
         secure = all((c.get("params") or {}).get("secure_mode") for c in sgd)
         out.append({"hazard": "floating-point attacks on Gaussian noise (DP-SGD)",

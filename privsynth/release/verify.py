@@ -371,7 +371,7 @@ def _charge_problems(privacy: dict, where: str) -> list[str]:
     if "noisy_count" not in mechanisms:
         problems.append("no noisy_count charge: the row count that sets q and the output size "
                         "was not released under DP")
-    sgd = [c for c in charges if c["mechanism"] == "dp_sgd"]
+    sgd = [c for c in charges if c["mechanism"] in ("dp_sgd", "dp_sgd_tuned")]
     if where == "manifest" and not sgd:
         problems.append("no DP-SGD charge: the generator was not trained under DP")
     for c in sgd:
