@@ -257,3 +257,24 @@ audit:
     from privsynth.release.verify import verify_bundle
 
     assert verify_bundle(bundle, ledger=ledger, policy=policy) == []
+
+
+def test_preflight_judges_a_tuned_policy_at_the_noise_tuning_costs():
+    """Random stopping over two copies of the same configuration needs more noise than one
+    run: pre-flight's DP-SGD figure must say so (it would otherwise promise the untuned σ)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from privsynth.preflight import preflight
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "benchmarks" / "policies" /
+                           "lending_club.yaml").read_text())
+    sigmas = []
+    for tuning in (None, {"candidates": [{}, {}]}):
+        spec["generator"]["tuning"] = tuning
+        policy = parse_policy(yaml.safe_dump(spec), "lending.yaml")
+        (noise,) = [f for f in preflight(policy, 5_000) if f.code == "dpsgd_noise"]
+        sigmas.append(float(re.search(r"σ = ([0-9.]+)", noise.message).group(1)))
+    assert sigmas[1] > 1.1 * sigmas[0]
