@@ -87,6 +87,7 @@ T_PIPE = "tests/test_pipeline.py"
 T_SYNTH = "tests/test_synthesizer.py"
 T_PERSON = "tests/test_person_privacy.py"
 T_MARGINALS = "tests/test_marginals.py"
+T_TUNING = "tests/test_tuning.py"
 
 DP_SGD = "privsynth/generators/dp_sgd.py"
 GAN = "privsynth/generators/gan.py"
@@ -102,6 +103,8 @@ VERIFY = "privsynth/release/verify.py"
 BUNDLE = "privsynth/release/bundle.py"
 PERSONS = "privsynth/data/persons.py"
 MARGINALS = "privsynth/encoding/marginals.py"
+STOPPING = "privsynth/privacy/random_stopping.py"
+TUNING = "privsynth/generators/tuning.py"
 
 
 def m(id, area, bug, file, old, new, tests, *, ci=True, more=(), sanity=False) -> Mutant:
@@ -442,6 +445,29 @@ MUTANTS: list[Mutant] = [
       "            mass = np.clip",
       f"{T_MARGINALS}::test_measurement_is_charged_per_column_and_its_noise_has_the_laplace_"
       "scale"),
+    # ------------------------------------------------------------------ accounted tuning
+    m("tuning-no-run-count-term", "accounted tuning", "random stopping's log E[K]/(λ-1) term is "
+      "dropped: the tuned ε is the best-of-K cost without paying for the repetitions",
+      STOPPING,
+      "    return curve + extra + math.log(expected_runs(eta, gamma)) / (lam - 1)",
+      "    return curve + extra",
+      f"{T_TUNING}::test_tuned_epsilon_is_theorem_2"),
+    m("tuning-selected-only", "accounted tuning", "the tuned charge is accounted over the kept "
+      "candidate's plan only, not the worst over every candidate (a noisier candidate's "
+      "plan hides a cheaper one's cost)", STOPPING,
+      "    curve = np.max([_rdp(run, ORDERS) for run in runs], axis=0)",
+      "    curve = _rdp(runs[0], ORDERS)",
+      f"{T_TUNING}::test_tuned_epsilon_is_theorem_2"),
+    m("tuning-score-uncharged", "accounted tuning", "the score tables are measured but not "
+      "recorded in the spend: DP-SGD is calibrated to the whole remainder", TUNING,
+      "                stage=\"tuning\")\n            spend.add(charge)\n",
+      "                stage=\"tuning\")\n",
+      f"{T_TUNING}::test_the_score_pays_for_every_table_and_prefers_the_real_relation"),
+    m("tuning-keeps-last", "accounted tuning", "the last run is kept instead of the best-scoring "
+      "one (the selection ignores the score)", TUNING,
+      "        if best is None or value < best.score:",
+      "        if True:",
+      f"{T_TUNING}::test_random_stopping_keeps_the_candidate_that_learned", ci=False),
 ]
 
 

@@ -60,15 +60,17 @@ SN_VENV = PEERS / "snsynth"
 SN_PYTHON = SN_VENV / "bin" / "python"
 SN_PACKAGES = ["mbi>=1.1,<2", "Faker>=17", "disjoint-set>=0.9,<0.10", "smartnoise-sql>=1.0.10",
                "pandas", "numpy", "scipy", "networkx"]
-SYSTEMS = ["privsynth-vae", "privsynth-tuned", "privsynth-gan", "mst", "aim", "independent",
-           "sdv-ctgan", "sdv-tvae"]
+SYSTEMS = ["privsynth-vae", "privsynth-tuned", "privsynth-gan", "mst", "aim", "dpctgan",
+           "patectgan", "independent", "sdv-ctgan", "sdv-tvae"]
 #: ``privsynth-tuned``: the VAE with accounted tuning (random stopping, E[K] = 3, η = 0) over
 #: the widths the width study found best on different tables (docs/defaults_study.md)
 TUNING = {"candidates": [{"hidden": [16]}, {"hidden": [32]}, {"hidden": [64]}],
           "expected_runs": 3, "eta": 0, "score_share": 0.1}
 #: NON-PRIVATE references (no DP at all): SDV's CTGAN and TVAE at their default settings
 REFERENCE_SYSTEMS = {"sdv-ctgan", "sdv-tvae"}
-PEER_SYSTEMS = {"mst", "aim"}
+#: DP peers in the smartnoise-synth venv: MST and AIM (mbi), DP-CTGAN and PATE-CTGAN (opacus
+#: 0.14 with torch 2.13 CPU installed there; smartnoise-synth pins opacus < 0.15)
+PEER_SYSTEMS = {"mst", "aim", "dpctgan", "patectgan"}
 #: the audit's attacks for scoring (the full panel is not needed for these figures)
 ATTACKS = ["exact_copy", "dcr", "mia"]
 #: integer columns spanning at most this many values get one bin per value
@@ -83,7 +85,7 @@ import json, sys, time
 from importlib import metadata
 if sys.argv[1] == "--versions":
     names = ["smartnoise-synth", "smartnoise-sql", "mbi", "jax", "jaxlib", "numpy", "pandas",
-             "opendp"]
+             "opendp", "torch", "opacus"]
     print(json.dumps({n: metadata.version(n) for n in names}))
     raise SystemExit(0)
 import pandas as pd
@@ -118,9 +120,20 @@ codes = pd.read_csv(job["codes"])
 kwargs = {"epsilon": float(job["epsilon"]), "delta": float(job["delta"])}
 if job["system"] == "aim" and job.get("rounds"):
     kwargs["rounds"] = int(job["rounds"])
+if job["system"] in ("dpctgan", "patectgan"):
+    kwargs["verbose"] = False
+    # one-hot over the public cardinalities: the transformer is fitted on a frame holding every
+    # code 0..card-1 (public), never on the data, so no preprocessor ε is needed
+    domain = pd.DataFrame({c: [i % k for i in range(max(job["cards"]))]
+                           for c, k in zip(codes.columns, job["cards"])})
+    transformer = TableTransformer.create(domain, style="gan",
+                                          categorical_columns=list(codes.columns))
+    transformer.fit(domain, epsilon=0.0)
+else:
+    transformer = TableTransformer([Coded(c) for c in job["cards"]])
 start = time.perf_counter()
 synth = Synthesizer.create(job["system"], **kwargs)
-synth.fit(codes, transformer=TableTransformer([Coded(c) for c in job["cards"]]))
+synth.fit(codes, transformer=transformer, preprocessor_eps=0.0)
 fit_s = time.perf_counter() - start
 out = synth.sample(int(job["rows"]))
 out = pd.DataFrame(out, columns=codes.columns) if not isinstance(out, pd.DataFrame) else out
@@ -182,8 +195,8 @@ def peer_versions() -> dict[str, str] | None:
 
 def setup_peers() -> dict[str, str]:
     """Create ``benchmarks/.peers/snsynth`` (idempotent): smartnoise-synth 1.0.8 without its
-    pinned deps (opacus<0.15, pac-synth: only its GAN/pac-synth models use them), then what
-    MST and AIM import (mbi 1.x pulls jax/jaxlib for CPU)."""
+    pinned deps, then what MST and AIM import (mbi 1.x pulls jax/jaxlib for CPU), then torch
+    2.13 CPU and opacus 0.14 for DP-CTGAN and PATE-CTGAN (pac-synth is not installed)."""
     versions = peer_versions()
     if versions is not None:
         return versions
@@ -192,7 +205,11 @@ def setup_peers() -> dict[str, str]:
              [str(SN_PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"],
              [str(SN_PYTHON), "-m", "pip", "install", "-q", "--no-deps",
               "smartnoise-synth==1.0.8"],
-             [str(SN_PYTHON), "-m", "pip", "install", "-q", *SN_PACKAGES]]
+             [str(SN_PYTHON), "-m", "pip", "install", "-q", *SN_PACKAGES],
+             # DP-CTGAN / PATE-CTGAN: torch's CPU build first (local disk), then the opacus
+             # smartnoise-synth pins
+             [str(SN_PYTHON), "-m", "pip", "install", "-q", "torch==2.13.0"],
+             [str(SN_PYTHON), "-m", "pip", "install", "-q", "opacus<0.15", "packaging"]]
     for cmd in steps:
         print("setup:", shlex.join(cmd), flush=True)
         done = _run(cmd, timeout=1800)
