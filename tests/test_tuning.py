@@ -216,9 +216,7 @@ def _frame(n: int, seed: int) -> pd.DataFrame:
                          "y": np.array(["no", "yes"])[codes[:, 1]]})
 
 
-def test_a_tuned_release_states_pays_and_verifies_its_cost_without_the_run_count(tmp_path):
-    frame = _frame(3_000, 0)
-    policy = parse_policy("""
+TUNED_POLICY = """
 name: tuned
 dataset: {id: tuned, rows: 3000}
 privacy: {epsilon: 6, delta: 1.0e-6, marginals_share: 0}
@@ -234,7 +232,12 @@ columns:
 audit:
   target: y
   attacks: [exact_copy, dcr]
-""", "tuned.yaml")
+"""
+
+
+def test_a_tuned_release_states_pays_and_verifies_its_cost_without_the_run_count(tmp_path):
+    frame = _frame(3_000, 0)
+    policy = parse_policy(TUNED_POLICY, "tuned.yaml")
     ledger = registered_ledger(tmp_path / "l.sqlite", "tuned", frame, total_epsilon=20)
     release = privsynth.synthesize(frame, policy, ledger=ledger)
     manifest = release.manifest
@@ -278,3 +281,19 @@ def test_preflight_judges_a_tuned_policy_at_the_noise_tuning_costs():
         (noise,) = [f for f in preflight(policy, 5_000) if f.code == "dpsgd_noise"]
         sigmas.append(float(re.search(r"σ = ([0-9.]+)", noise.message).group(1)))
     assert sigmas[1] > 1.1 * sigmas[0]
+
+
+def test_a_saved_tuned_model_keeps_the_kept_candidates_network(tmp_path):
+    """The candidates differ in width: loading must rebuild the kept one's, not the base's."""
+    frame = _frame(1_500, 1)
+    policy = parse_policy(TUNED_POLICY.replace("[{hidden: [16]}, {hidden: [32], "
+                                               "learning_rate: 0.005}]",
+                                               "[{hidden: [8]}, {hidden: [24]}]"), "t.yaml")
+    ledger = registered_ledger(tmp_path / "l.sqlite", "tuned", frame, total_epsilon=20)
+    model = privsynth.Synthesizer(policy, ledger=ledger).fit(frame)
+    (tuned,) = [c for c in model.charges_ if c["mechanism"] == "dp_sgd_tuned"]
+    width = [8, 24][tuned["params"]["selected"]]
+    assert model.generator_.hidden == [width]
+    loaded = privsynth.Synthesizer.load(model.save(tmp_path / "saved"), seed=2)
+    assert loaded.generator_.hidden == [width]
+    assert len(loaded.sample(50)) == 50
