@@ -21,9 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLOURS = {"privsynth-vae": "tab:blue", "privsynth-gan": "tab:cyan", "mst": "tab:orange",
-           "aim": "tab:green", "dpctgan": "tab:purple", "patectgan": "tab:brown",
-           "independent": "tab:grey", "sdv-ctgan": "tab:red", "sdv-tvae": "tab:pink"}
+COLOURS = {"privsynth-vae": "tab:blue", "privsynth-gan": "tab:cyan",
+           "privsynth-tuned": "tab:olive", "mst": "tab:orange", "aim": "tab:green",
+           "dpctgan": "tab:purple", "patectgan": "tab:brown", "independent": "tab:grey",
+           "sdv-ctgan": "tab:red", "sdv-tvae": "tab:pink"}
 #: NON-PRIVATE references: ε does not apply, drawn as a horizontal line at their mean
 REFERENCES = ("sdv-ctgan", "sdv-tvae")
 
