@@ -10,7 +10,9 @@ the DP-VAE twice per ε on the seeded half/half split of ``defaults_study.py``:
 * ``plain``: the same policy with those declarations removed (``binning: geometric`` back to
   uniform);
 * ``matched``: the policy as written *and* its DP one-way marginals matched at sampling
-  (``privacy.marginals_share: auto``, the default; the other two set it to 0).
+  (``privacy.marginals_share: auto``, the default; the other two set it to 0);
+* ``focused``: as ``matched``, with the share spent on the shape-declared columns only
+  (``privacy.marginals_columns``), so each gets more cells.
 
 and compares each column of a synthetic sample (20,000 rows, free post-processing) with the
 real holdout, both as the pipeline reads them (cells trimmed, kinds converted), by
@@ -59,7 +61,11 @@ def _policy_text(table: str, variant: str, epsilon: float, seed: int) -> str:
     for key in ("epochs", "batch_size"):  # the default schedule (issue 11's rule)
         spec["generator"].pop(key, None)
     # `matched` is the policy as shipped: DP one-way marginals matched at sampling (auto share)
-    spec["privacy"]["marginals_share"] = "auto" if variant == "matched" else 0
+    spec["privacy"]["marginals_share"] = "auto" if variant in ("matched", "focused") else 0
+    if variant == "focused":  # the share spent on the shape-declared columns only
+        spec["privacy"]["marginals_columns"] = [
+            name for name, rule in spec["columns"].items()
+            if _declared(rule) and rule.get("rule", "keep") != "drop"] or None
     if variant == "plain":
         for rule in spec["columns"].values():
             for key in DECLARATIONS:

@@ -378,12 +378,16 @@ def _measure_marginals(codes, encoder: TableEncoder | PersonEncoder, n_public: i
     only; None when the share is 0 or affords too few cells."""
     if isinstance(encoder, PersonEncoder):
         return None
+    names = encoder.modelled_names
+    chosen = policy.privacy.marginals_columns
+    only = None if chosen is None else [names.index(c) for c in chosen]
     share = resolve_share(policy.privacy.marginals_share, epsilon=policy.privacy.epsilon,
-                          n_public=n_public, columns=len(encoder.modelled), unit="row")
+                          n_public=n_public, columns=len(names if only is None else only),
+                          unit="row")
     encoders = [encoder.encoders[i] for i in encoder.modelled]
-    return MarginalCalibration.measure(codes, encoders, encoder.modelled_names, n_public,
+    return MarginalCalibration.measure(codes, encoders, names, n_public,
                                        share * policy.privacy.epsilon, spend,
-                                       rng.noise("marginals"))
+                                       rng.noise("marginals"), only=only)
 
 
 def _column_weights(encoder: TableEncoder | PersonEncoder, policy: Policy,

@@ -333,7 +333,7 @@ REFUSE_NOISE_RATIO = 3.0
 def _dpsgd_rules(policy: Policy, n_train: int, tau: int | None) -> list[Finding]:
     gen = policy.generator
     share = policy.privacy.encoding_share
-    columns = len(_widths(policy, n_train, tau))
+    columns = len(policy.privacy.marginals_columns or _widths(policy, n_train, tau))
 
     def marginals_at(epsilon: float) -> float:  # `auto` resolves per ε, as at fit
         return resolve_share(policy.privacy.marginals_share, epsilon=epsilon, n_public=n_train,

@@ -120,6 +120,25 @@ def test_measurement_is_charged_per_column_and_its_noise_has_the_laplace_scale()
     assert max(errors) < 0.03
 
 
+def test_named_columns_take_the_whole_share_and_the_others_none():
+    """``privacy.marginals_columns``: the share goes to the named columns only, so each gets
+    more cells; the raking then matches those columns and leaves the others as drawn."""
+    rng = np.random.default_rng(8)
+    n, widths = 4_000, [6, 6, 6, 6]
+    codes = np.stack([rng.choice(6, size=n) for _ in widths], axis=1)
+    spend = PrivacySpend()
+    cal = MarginalCalibration.measure(codes, _encoders(widths), [f"x{j}" for j in range(4)], n,
+                                      0.4, spend, SeededNoise(np.random.default_rng(9)),
+                                      only=[1, 3])
+    assert cal is not None and cal.columns == (1, 3)
+    assert [c.column for c in spend.charges] == ["x1", "x3"]
+    assert [c.epsilon for c in spend.charges] == pytest.approx([0.2, 0.2])
+    pool = np.stack([rng.choice(6, size=4 * n) for _ in widths], axis=1)
+    kept = cal.select(pool, n, np.random.default_rng(10))
+    for j, share in zip(cal.columns, cal.shares, strict=True):
+        assert _tvd(_shares(kept[:, j], 6), share) < 0.01
+
+
 def test_a_larger_budget_measures_closer_and_a_tiny_one_not_at_all():
     rng = np.random.default_rng(6)
     n = 2_000
@@ -181,6 +200,11 @@ def test_auto_share_is_spent_only_where_it_affords_cells_and_never_per_person():
      "marginals_share"),
     ("{epsilon: 1, encoding_share: 0.5, marginals_share: 0.45}", "at least 0.1"),
     ("{epsilon: 1, marginals_share: 0.6}", "marginals_share"),
+    ("{epsilon: 1, marginals_columns: [pid]}", "marginals_columns names ['pid']"),
+    ("{epsilon: 1, marginals_columns: [y]}", "marginals_columns names ['y']"),
+    ("{epsilon: 1, marginals_columns: []}", "marginals_columns"),
+    ("{epsilon: 1, marginals_columns: [x], unit: person, person: {id: pid, max_rows: 3}}",
+     "marginals_columns"),
 ])
 def test_bad_marginal_shares_are_policy_errors(privacy, message):
     with pytest.raises(PolicyError) as info:

@@ -95,19 +95,21 @@ class MarginalCalibration:
 
     @classmethod
     def measure(cls, codes: np.ndarray, encoders: list[Any], names: list[str], n_public: int,
-                epsilon: float, spend: PrivacySpend, noise: NoiseSource
-                ) -> MarginalCalibration | None:
-        """Measure every generator column's cell counts with ε/columns each, recording each
-        charge in ``spend`` before its output is used. None (nothing charged) when fewer than
-        2 cells per column are affordable."""
-        if epsilon <= 0 or not encoders:
+                epsilon: float, spend: PrivacySpend, noise: NoiseSource,
+                only: list[int] | None = None) -> MarginalCalibration | None:
+        """Measure the cell counts of every generator column (or of the indices in ``only``)
+        with ε/columns each, recording each charge in ``spend`` before its output is used.
+        None (nothing charged) when fewer than 2 cells per column are affordable."""
+        columns = list(range(len(encoders))) if only is None else list(only)
+        if epsilon <= 0 or not columns:
             return None
-        each = epsilon / len(encoders)
+        each = epsilon / len(columns)
         cells = affordable_cells(n_public, each)
         if cells < 2:
             return None
         maps, shares = [], []
-        for j, (encoder, name) in enumerate(zip(encoders, names, strict=True)):
+        for j in columns:
+            encoder, name = encoders[j], names[j]
             lookup = cell_map(encoder, cells)
             k = int(lookup.max()) + 1
             noisy, charge = mechanisms.noisy_category_counts(
@@ -117,7 +119,7 @@ class MarginalCalibration:
             mass = np.clip(noisy, 0, None).astype(float)
             maps.append(lookup)
             shares.append(mass / mass.sum() if mass.sum() > 0 else np.full(k, 1.0 / k))
-        return cls(tuple(range(len(encoders))), tuple(maps), tuple(shares))
+        return cls(tuple(columns), tuple(maps), tuple(shares))
 
     def weights(self, pool: np.ndarray, n: int) -> np.ndarray:
         """Raking weights (mean 1) that give ``pool`` the measured shares where it can: a cell

@@ -254,6 +254,9 @@ class PrivacyPolicy(_Frozen):
     # ``auto`` spends 0.2 where it affords a few cells per column (large N̂·ε per column), else
     # nothing; 0 turns it off. Row level only.
     marginals_share: Annotated[float, Field(ge=0, lt=0.5)] | Literal["auto"] = "auto"
+    # The columns measured and matched (default: every modelled column). Naming the few an
+    # analyst reads one by one (point masses, heavy tails) gives each more of the share.
+    marginals_columns: Annotated[list[str], Field(min_length=1)] | None = None
     unit: Literal["row", "person"] = "row"
     person: PersonUnit | None = None
 
@@ -262,9 +265,11 @@ class PrivacyPolicy(_Frozen):
         if self.unit == "person" and self.person is None:
             raise ValueError("privacy.unit: person needs 'person: {id: <identifier column>, "
                              "max_rows: <rows kept per person>}'")
-        if self.unit == "person" and self.marginals_share not in ("auto", 0):
-            raise ValueError("privacy.marginals_share is matched on rows, not persons; remove it "
-                             "under 'unit: person' (auto spends nothing there)")
+        if self.unit == "person" and (self.marginals_share not in ("auto", 0)
+                                      or self.marginals_columns is not None):
+            raise ValueError("privacy.marginals_share and marginals_columns are matched on rows, "
+                             "not persons; remove them under 'unit: person' (auto spends nothing "
+                             "there)")
         if self.marginals_share != "auto" and self.encoding_share + self.marginals_share >= 0.9:
             raise ValueError("privacy.encoding_share + privacy.marginals_share must leave DP-SGD "
                              "at least 0.1 of epsilon; lower one of them")
@@ -654,6 +659,11 @@ class Policy(_Frozen):
                              "modelled")
         self._check_person(modelled)
         self._check_tuning()
+        matched = self.privacy.marginals_columns or []
+        odd = [c for c in matched if c not in modelled or c in derived_columns(self.relations)]
+        if odd:
+            raise ValueError(f"privacy.marginals_columns names {odd}: list kept columns the "
+                             "generator models (not dropped, not derived by a relation)")
         return self
 
     def _check_tuning(self) -> None:
@@ -722,6 +732,8 @@ class Policy(_Frozen):
                 relation.pop("per_person", None)  # and those before per-person relations
         if body["privacy"].get("marginals_share") == "auto":
             body["privacy"].pop("marginals_share")  # and those before one-way marginals
+        if body["privacy"].get("marginals_columns") is None:
+            body["privacy"].pop("marginals_columns", None)  # and those before it
         if body["privacy"].get("person") is None:
             body["privacy"].pop("person", None)  # and row-level ones before person units
         if body["generator"].get("tuning") is None:
