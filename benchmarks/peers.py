@@ -222,8 +222,15 @@ def setup_peers() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- policies
+_POLICY_TEXT: dict[str, str] = {}
+
+
 def policy_spec(table: str) -> dict:
-    return yaml.safe_load((POLICIES / f"{table}.yaml").read_text())
+    """The reviewed policy of ``table`` as read the first time this run asked for it: a policy
+    edited while a long benchmark runs does not change (or break) the rows still to come."""
+    if table not in _POLICY_TEXT:
+        _POLICY_TEXT[table] = (POLICIES / f"{table}.yaml").read_text()
+    return yaml.safe_load(_POLICY_TEXT[table])
 
 
 def scoring_policy(table: str, epsilon: float):  # noqa: ANN201
