@@ -291,9 +291,9 @@ MUTANTS: list[Mutant] = [
       f"{T_MUT_MECH}::test_encoding_charges_with_the_row_count_fit_their_share", ci=False),
     m("uniform-bins-from-data", "encoding", "'uniform' bin edges at the data's quantiles "
       "(no charge)", ENC,
-      "edges = uniform_edges(grid, rule.bins)",
-      "edges = np.unique(np.nanquantile(np.clip(values, *bounds),\n"
-      "                                         np.linspace(0, 1, rule.bins + 1)))",
+      "        edges = bins(grid, rule.bins)\n",
+      "        edges = np.unique(np.nanquantile(np.clip(values, *bounds),\n"
+      "                                         np.linspace(0, 1, rule.bins + 1)))\n",
       f"{T_MUT_MECH}::test_uniform_bins_do_not_depend_on_the_data", ci=False),
     m("grid-from-data", "encoding", "the fine grid of the quantile histogram spans the data's "
       "min and max, not the bounds", ENC,

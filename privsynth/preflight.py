@@ -410,16 +410,13 @@ def _tuning_factor(policy: Policy, eps_train: float, delta_train: float, n_train
     """How much more noise accounted tuning needs than one run at the same ε: σ of random
     stopping over the candidates over σ of the first candidate alone (both in RDP), at the
     policy's ε; applied at other ε too (an estimate for the suggestion)."""
-    from privsynth.generators.dp_sgd import DPSGDConfig  # noqa: PLC0415 - heavy imports
-    from privsynth.generators.tuning import plan_candidates  # noqa: PLC0415
+    from privsynth.generators.tuning import plan_candidates  # noqa: PLC0415 - heavy imports
     from privsynth.privacy import random_stopping  # noqa: PLC0415
 
     gen = policy.generator
     tuning = gen.tuning
     assert tuning is not None
-    config = DPSGDConfig(epsilon=eps_train, delta=delta_train, expected_batch_size=1, epochs=1,
-                         max_grad_norm=1.0, learning_rate=1.0, public_rows=n_train)
-    shapes = plan_candidates(gen, n_train, config)
+    shapes = plan_candidates(gen, n_train)
     gamma = random_stopping.gamma_for(tuning.expected_runs, tuning.eta)
     sigmas = random_stopping.calibrate(shapes, epsilon=eps_train, delta=delta_train,
                                        eta=tuning.eta, gamma=gamma)

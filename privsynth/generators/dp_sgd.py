@@ -91,7 +91,7 @@ class DPSGDPlan:
     def calibrate(cls, config: DPSGDConfig, n_rows: int) -> DPSGDPlan:
         """Choose q and steps from the config and the public count ``n_rows``, then the smallest
         sigma meeting the config's epsilon. Raises PrivacyError when no sigma does."""
-        q, steps = cls.shape(config, n_rows)
+        q, steps = cls.shape(config.expected_batch_size, config.epochs, n_rows)
         if config.noise_multiplier is not None:
             return cls(n_rows, q, steps, float(config.noise_multiplier))
         try:
@@ -106,13 +106,13 @@ class DPSGDPlan:
         return cls(n_rows, q, steps, sigma)
 
     @staticmethod
-    def shape(config: DPSGDConfig, n_rows: int) -> tuple[float, int]:
-        """(q, steps) for the config at ``n_rows`` public rows: q = E[B]/N̂ rounded down to a
-        multiple of 2⁻³², steps = ceil(epochs / rate)."""
+    def shape(expected_batch_size: int, epochs: float, n_rows: int) -> tuple[float, int]:
+        """(q, steps) at ``n_rows`` public rows: q = E[B]/N̂ rounded down to a multiple of
+        2⁻³², steps = ceil(epochs / rate)."""
         if n_rows < 2:
             raise PrivacyError("DP-SGD needs at least 2 training rows (by the DP row count)")
-        rate = min(1.0, config.expected_batch_size / n_rows)
-        return dyadic_rate(rate), max(1, math.ceil(config.epochs / rate - 1e-9))
+        rate = min(1.0, expected_batch_size / n_rows)
+        return dyadic_rate(rate), max(1, math.ceil(epochs / rate - 1e-9))
 
     @property
     def expected_batch_size(self) -> int:

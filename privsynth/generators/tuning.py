@@ -111,16 +111,13 @@ class TunedFit:
     score: float
 
 
-def plan_candidates(base: GeneratorPolicy, n_public: int, config: DPSGDConfig
-                    ) -> list[tuple[float, int]]:
+def plan_candidates(base: GeneratorPolicy, n_public: int) -> list[tuple[float, int]]:
     """(q, steps) of every candidate at N̂ = ``n_public``: what its DP-SGD plan will run."""
     assert base.tuning is not None
     shapes = []
     for index in range(len(base.tuning.candidates)):
         schedule = base.candidate(index).schedule(n_public)
-        shaped = replace(config, expected_batch_size=schedule.batch_size,
-                         epochs=schedule.epochs)
-        shapes.append(DPSGDPlan.shape(shaped, n_public))
+        shapes.append(DPSGDPlan.shape(schedule.batch_size, schedule.epochs, n_public))
     return shapes
 
 
@@ -135,7 +132,7 @@ def fit_tuned(codes: np.ndarray, widths: list[int], base: GeneratorPolicy,
     tuning = base.tuning
     assert tuning is not None and config.public_rows is not None
     gamma = random_stopping.gamma_for(tuning.expected_runs, tuning.eta)
-    shapes = plan_candidates(base, config.public_rows, config)
+    shapes = plan_candidates(base, config.public_rows)
     sigmas = random_stopping.calibrate(shapes, epsilon=config.epsilon, delta=config.delta,
                                        eta=tuning.eta, gamma=gamma)
     runs = random_stopping.draw_runs(tuning.eta, gamma, uniform())
